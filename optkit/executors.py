@@ -1,0 +1,107 @@
+"""Built-in executors: ``serial`` (a loop) and ``vmap`` (one ``torch.func.vmap`` call).
+
+This module is also the core's own plugin: it registers the two executors through the same
+``optkit`` entry-point group as every other plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch.func import grad_and_value, vmap
+from torch.utils import _pytree as pytree
+
+from optkit.hookspecs import Register, hookimpl
+from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params, Support
+
+
+def stack_points(points: Sequence[Params]) -> Params:
+    """N params dicts -> one dict of tensors with a leading dimension N."""
+    return {k: torch.stack([p[k] for p in points]) for k in points[0]}
+
+
+def unstack_points(stacked: Params, n: int) -> list[Params]:
+    """Inverse of :func:`stack_points`: views into ``stacked``."""
+    return [{k: v[i] for k, v in stacked.items()} for i in range(n)]
+
+
+def stack_batches(batches: Sequence[Batch]) -> Batch:
+    """N batch pytrees with equal structure -> one pytree of stacked leaves (``None`` stays)."""
+    if batches[0] is None:
+        return None
+    return pytree.tree_map(lambda *leaves: torch.stack(leaves), batches[0], *batches[1:])
+
+
+class SerialExecutor(Executor):
+    """Evaluates the N points one after the other with ``torch.func.grad_and_value``."""
+
+    name: ClassVar[str] = "serial"
+    summary: ClassVar[str] = "N gradient evaluations in a Python loop (the reference)"
+
+    def __init__(self) -> None:
+        self._fn: Callable[..., Any] | None = None
+        self._objective: Objective | None = None
+
+    def evaluate(
+        self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
+    ) -> Evaluation:
+        if self._objective is not objective:
+            self._fn, self._objective = grad_and_value(objective.loss), objective
+        assert self._fn is not None
+        grads: list[Params] = []
+        losses = []
+        for point, batch in zip(points, batches, strict=True):
+            g, value = self._fn(point, batch)
+            grads.append({k: v.detach() for k, v in g.items()})
+            losses.append(value.detach())
+        return Evaluation(torch.stack(losses), grads)
+
+
+class VmapExecutor(Executor):
+    """Evaluates the N points in one batched call: ``vmap(grad_and_value(loss))`` over
+    stacked parameters and stacked batches. Needs ``objective.vmappable``."""
+
+    name: ClassVar[str] = "vmap"
+    summary: ClassVar[str] = "N gradient evaluations in one torch.func.vmap call"
+
+    def __init__(self, *, chunk_size: int | None = None) -> None:
+        """Args:
+        chunk_size: evaluate at most this many points per vmapped call (memory bound);
+            ``None`` evaluates all N at once.
+        """
+        self.chunk_size = chunk_size
+        self._cache: dict[tuple[int, bool], Callable[..., Any]] = {}
+
+    def supports(self, objective: Objective) -> Support:
+        if not objective.vmappable:
+            return Support.no(
+                f"objective '{objective.name}' is not vmappable (its loss uses data-dependent"
+                " control flow); use executor 'serial'"
+            )
+        return Support.yes()
+
+    def evaluate(
+        self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
+    ) -> Evaluation:
+        n = len(points)
+        if n == 1:  # no batching needed: skip the stack/unstack copies
+            g, value = grad_and_value(objective.loss)(points[0], batches[0])
+            return Evaluation(value.detach().reshape(1), [{k: v.detach() for k, v in g.items()}])
+        has_batch = batches[0] is not None
+        key = (id(objective), has_batch)
+        fn = self._cache.get(key)
+        if fn is None:
+            in_dims = (0, 0) if has_batch else (0, None)
+            fn = vmap(grad_and_value(objective.loss), in_dims=in_dims, chunk_size=self.chunk_size)
+            self._cache = {key: fn}
+        stacked_grads, values = fn(stack_points(points), stack_batches(batches))
+        grads = unstack_points({k: v.detach() for k, v in stacked_grads.items()}, n)
+        return Evaluation(values.detach(), grads)
+
+
+@hookimpl
+def optkit_register_executors(register: Register) -> None:
+    register(SerialExecutor)
+    register(VmapExecutor)

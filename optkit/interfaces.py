@@ -1,0 +1,332 @@
+"""The four interfaces of optkit and the small records they exchange.
+
+Everything here is functional and ``torch.func``-friendly:
+
+* parameters are a flat ``dict[str, Tensor]`` (a *params dict*; leaves of any shape);
+* an :class:`Objective`'s ``loss`` is pure, so ``torch.func.grad`` and ``torch.func.vmap``
+  can evaluate N parameter points in one batched call;
+* randomness never comes from global state: every method that draws random numbers receives
+  an explicit ``torch.Generator``.
+
+Implementations register through pluggy (see :mod:`optkit.hookspecs`). Each class has a class
+attribute ``name`` (the registry key) and takes its configuration as keyword-only ``__init__``
+arguments; the registry validates a task file's keys and types against that signature.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from optkit.oracle import Oracle
+
+Params = dict[str, torch.Tensor]
+"""A point in parameter space: name -> tensor (any shape, one dtype/device per run)."""
+
+Batch = Any
+"""What :meth:`Objective.sample_batch` returns: ``None`` or a pytree (dict / tuple / list) of
+tensors. The vmap executor stacks the N batches of one round leaf by leaf (new leading dim N),
+so every batch of one objective must have the same structure and leaf shapes."""
+
+
+@dataclass(frozen=True)
+class Support:
+    """Answer of a ``supports(...)`` capability check: ``ok`` and, when not, a reason."""
+
+    ok: bool
+    reason: str = ""
+
+    @classmethod
+    def yes(cls) -> Support:
+        return cls(True)
+
+    @classmethod
+    def no(cls, reason: str) -> Support:
+        return cls(False, reason)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class Plugin:
+    """Common base: a registry ``name`` and a one-line ``summary`` shown by ``optkit plugins``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Objective
+# --------------------------------------------------------------------------------------------
+
+
+class Objective(Plugin, abc.ABC):
+    """A differentiable training problem.
+
+    Life cycle, driven by the runner for each cell (objective x optimizer x seed)::
+
+        obj = ObjectiveClass(**config)      # cheap: validate config, no data loading
+        obj.prepare(device, dtype)          # load data / models once, move to device
+        params = obj.init_params(gen)       # gen: torch.Generator seeded from the cell's seed
+        batch = obj.sample_batch(gen, params)
+        loss = obj.loss(params, batch)      # scalar; pure
+        metrics = obj.evaluate(params)      # {"loss": ..., other metrics}
+
+    Attributes:
+        optimum: known optimal value of the loss (synthetic functions) or ``None``.
+        vmappable: ``True`` when ``loss`` can run under ``torch.func.vmap`` (no data-dependent
+            Python control flow, no in-place ops on inputs, no ``.item()``).
+        stochastic: ``True`` when ``sample_batch`` draws random minibatches / noise.
+    """
+
+    kind: ClassVar[str] = "objective"
+    vmappable: ClassVar[bool] = True
+    stochastic: bool = False
+    optimum: float | None = None
+
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Load data and models onto ``device``. Called once per cell before ``init_params``.
+
+        The default stores ``device`` and ``dtype``; override to load data (call ``super()``).
+        Must be idempotent: the runner may call it more than once on one instance.
+        """
+        self.device = device
+        self.dtype = dtype
+
+    @abc.abstractmethod
+    def init_params(self, generator: torch.Generator) -> Params:
+        """Initial parameters, drawn with ``generator`` only (same seed -> same params).
+
+        Returns:
+            A params dict of leaf tensors on ``self.device`` (``requires_grad`` not needed).
+        """
+
+    def sample_batch(self, generator: torch.Generator, params: Params) -> Batch:
+        """Draw the randomness of one gradient evaluation at ``params``.
+
+        A data minibatch (indices or tensors), gradient noise, RL transitions, or ``None``
+        for a deterministic objective (the default). Uses ``generator`` only. May depend on
+        ``params`` (RL rollouts collect data with the current policy).
+        """
+        return None
+
+    @abc.abstractmethod
+    def loss(self, params: Params, batch: Batch) -> torch.Tensor:
+        """The training loss at ``params`` on ``batch``: a 0-dim tensor.
+
+        Pure: no in-place change of ``params`` or ``batch``, no randomness beyond ``batch``,
+        so ``torch.func.grad(loss)`` is the stochastic gradient and ``vmap`` batches points.
+        """
+
+    @abc.abstractmethod
+    def evaluate(self, params: Params) -> dict[str, float]:
+        """Metrics at ``params`` (no gradient). Must contain ``"loss"``: the objective's
+        deterministic reference loss (full-data, noise-free or held-out, as the objective
+        documents). Synthetic objectives add ``"gap"`` = loss - optimum.
+        """
+
+    def metric_direction(self) -> dict[str, str]:
+        """``{"metric": "min" | "max"}`` for the metrics of :meth:`evaluate` (default min)."""
+        return {"loss": "min"}
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepInfo:
+    """What one optimizer iteration reports besides the new params (free-form extras)."""
+
+    loss: float = float("nan")
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+class Optimizer(Plugin, abc.ABC):
+    """An iterative optimizer over a params dict.
+
+    One call of :meth:`step` is one *iteration* as the runner counts them; the optimizer
+    gets every loss and gradient through ``oracle``, which counts gradient evaluations and
+    sequential rounds (see :class:`optkit.oracle.Oracle`).
+    """
+
+    kind: ClassVar[str] = "optimizer"
+    first_order: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def init(self, params: Params) -> Any:
+        """Optimizer state for starting at ``params`` (moments, history, ...)."""
+
+    @abc.abstractmethod
+    def step(self, params: Params, state: Any, oracle: Oracle) -> tuple[Params, Any, StepInfo]:
+        """One iteration: returns new params (fresh tensors, inputs untouched), new state and
+        info. ``info.loss`` is the stochastic training loss the iteration observed."""
+
+    def supports(self, objective: Objective) -> Support:
+        """Whether this optimizer can run on ``objective``; the reason when it cannot."""
+        return Support.yes()
+
+
+class FirstOrderOptimizer(Optimizer):
+    """A first-order update rule usable as a *base* by meta-methods (OptEx, data_parallel).
+
+    Besides ``step`` it exposes the bare update ``(params, grads, state) -> (params, state)``
+    so that a wrapper can feed it estimated or averaged gradients, and ``clone_state`` so a
+    wrapper can branch the state.
+    """
+
+    @abc.abstractmethod
+    def update(self, params: Params, grads: Params, state: Any) -> tuple[Params, Any]:
+        """Apply one update with the given gradients. May mutate and return ``state``;
+        must not mutate ``params`` or ``grads``."""
+
+    @abc.abstractmethod
+    def clone_state(self, state: Any) -> Any:
+        """An independent copy of ``state`` (later updates of one do not touch the other)."""
+
+    def step(self, params: Params, state: Any, oracle: Oracle) -> tuple[Params, Any, StepInfo]:
+        evaluation = oracle.evaluate([params])
+        new_params, state = self.update(params, evaluation.grads[0], state)
+        return new_params, state, StepInfo(loss=float(evaluation.losses[0]))
+
+
+# --------------------------------------------------------------------------------------------
+# Executor
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    """Losses and gradients at N points.
+
+    Attributes:
+        losses: shape ``(N,)``, the stochastic loss at each point.
+        grads: N params dicts, each with the shapes of the corresponding point.
+    """
+
+    losses: torch.Tensor
+    grads: list[Params]
+
+
+class Executor(Plugin, abc.ABC):
+    """How N loss-and-gradient evaluations run: in a loop, in one vmapped call, on Ray actors."""
+
+    kind: ClassVar[str] = "executor"
+
+    def bind(self, objective: Objective) -> None:  # noqa: B027 - optional hook
+        """Called once per cell before any evaluation (e.g. to ship the objective to workers)."""
+
+    @abc.abstractmethod
+    def evaluate(
+        self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
+    ) -> Evaluation:
+        """Loss and gradient of ``objective.loss(points[i], batches[i])`` for every i.
+
+        ``len(points) == len(batches) == N >= 1``. Results must equal the serial executor's up
+        to floating-point summation order.
+        """
+
+    def supports(self, objective: Objective) -> Support:
+        return Support.yes()
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release workers (called at the end of a run)."""
+
+
+# --------------------------------------------------------------------------------------------
+# HyperOptimizer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrialResult:
+    """The outcome of one inner run.
+
+    Attributes:
+        config: the hyperparameter values tried (flat, dotted keys such as ``optimizer.lr``).
+        score: the validation score to *minimize* (``nan`` when the trial failed).
+        metrics: final metrics of the inner run.
+        error: the error message of a failed trial, else ``None``.
+        cost_s: wall-clock seconds of the trial.
+    """
+
+    config: dict[str, Any]
+    score: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    cost_s: float = 0.0
+
+
+@dataclass
+class HyperResult:
+    """What a hyperoptimizer returns: the chosen configuration and its trace."""
+
+    best_config: dict[str, Any]
+    best_score: float
+    trials: list[TrialResult] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HyperContext:
+    """Everything a hyperoptimizer may use, provided by the runner.
+
+    Attributes:
+        objective_spec / optimizer_spec: the inner pairing's ``{"name": ..., **config}``.
+        budget: the inner run's budget (``{"iterations": ..., ...}``).
+        seed: the cell's seed; ``generator`` is seeded from it.
+        run_trial: runs the inner pairing with dotted-key overrides applied
+            (``{"optimizer.lr": 0.1}``) and returns the :class:`TrialResult`; the runner
+            records its rows. Black-box hyperoptimizers need only this.
+        create_objective / create_optimizer: build inner instances with overrides; gradient-
+            based hyperoptimizers (Flexora) drive the inner loop themselves.
+        record: append a free-form trace row (merged into the results rows).
+        completed: trials already finished in an earlier, interrupted run (for resume).
+        device / dtype: where the inner problem runs.
+    """
+
+    objective_spec: dict[str, Any]
+    optimizer_spec: dict[str, Any]
+    budget: dict[str, Any]
+    seed: int
+    generator: torch.Generator
+    run_trial: Callable[[Mapping[str, Any]], TrialResult]
+    create_objective: Callable[[Mapping[str, Any]], Objective]
+    create_optimizer: Callable[[Mapping[str, Any]], Optimizer]
+    record: Callable[[dict[str, Any]], None]
+    completed: list[TrialResult] = field(default_factory=list)
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+
+class HyperOptimizer(Plugin, abc.ABC):
+    """Optimizes hyperparameters of an inner problem (objective + inner optimizer) against a
+    validation score. Black-box members (random search, BoTorch) call ``context.run_trial``;
+    gradient-based members (Flexora) build the inner objective and run their own loop."""
+
+    kind: ClassVar[str] = "hyperoptimizer"
+
+    @abc.abstractmethod
+    def optimize(self, context: HyperContext) -> HyperResult:
+        """Run the search; deterministic given ``context.seed``."""
+
+    def supports(self, objective: Objective, optimizer: Optimizer) -> Support:
+        return Support.yes()
+
+
+KINDS: dict[str, type[Plugin]] = {
+    "objective": Objective,
+    "optimizer": Optimizer,
+    "hyperoptimizer": HyperOptimizer,
+    "executor": Executor,
+}

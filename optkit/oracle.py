@@ -1,0 +1,84 @@
+"""The gradient oracle an optimizer sees: evaluations through an executor, with counters."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from optkit.errors import DivergenceError
+from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params
+
+
+class Oracle:
+    """Evaluates the objective's stochastic loss and gradient at one or several points.
+
+    Each point gets its own minibatch, drawn with the cell's generator. Counting:
+
+    * ``grad_evals`` grows by N for every point evaluated;
+    * ``sequential_steps`` grows by one per call (one *parallel round*: the N evaluations run
+      side by side), unless the call passes ``sequential=False``: that is for the idealized
+      ``target`` baseline, whose extra true gradients are by definition free of wall-clock.
+
+    Non-finite losses or gradients raise :class:`~optkit.errors.DivergenceError`, so no
+    optimizer ever averages NaN into its state silently.
+    """
+
+    def __init__(
+        self, objective: Objective, executor: Executor, generator: torch.Generator
+    ) -> None:
+        self.objective = objective
+        self.executor = executor
+        self.generator = generator
+        self.grad_evals = 0
+        self.sequential_steps = 0
+
+    def sample_batches(self, points: Sequence[Params]) -> list[Batch]:
+        """One batch per point, drawn in order with the cell's generator."""
+        return [self.objective.sample_batch(self.generator, p) for p in points]
+
+    def evaluate(
+        self,
+        points: Sequence[Params],
+        *,
+        batches: Sequence[Batch] | None = None,
+        sequential: bool = True,
+    ) -> Evaluation:
+        """Loss and gradient at each of ``points`` (N >= 1) in one parallel round.
+
+        Args:
+            points: N params dicts (not modified).
+            batches: the N batches to use; drawn with :meth:`sample_batches` when omitted.
+            sequential: count this round as one sequential step (``False`` only for
+                idealized baselines).
+
+        Returns:
+            :class:`Evaluation` with ``losses`` of shape ``(N,)`` and N gradient dicts.
+        """
+        if not points:
+            raise ValueError("Oracle.evaluate needs at least one point")
+        if batches is None:
+            batches = self.sample_batches(points)
+        evaluation = self.executor.evaluate(self.objective, points, batches)
+        self.grad_evals += len(points)
+        if sequential:
+            self.sequential_steps += 1
+        self._check_finite(evaluation)
+        return evaluation
+
+    def _check_finite(self, evaluation: Evaluation) -> None:
+        losses = evaluation.losses.detach()
+        if not bool(torch.isfinite(losses).all()):
+            bad = [float(v) for v in losses.tolist() if not math.isfinite(v)]
+            raise DivergenceError(
+                f"non-finite loss {bad[0]} at gradient evaluation {self.grad_evals}"
+                f" (sequential step {self.sequential_steps})"
+            )
+        for grads in evaluation.grads:
+            for key, g in grads.items():
+                if not bool(torch.isfinite(g).all()):
+                    raise DivergenceError(
+                        f"non-finite gradient for parameter '{key}' at gradient evaluation"
+                        f" {self.grad_evals} (sequential step {self.sequential_steps})"
+                    )

@@ -1,0 +1,1 @@
+"""Built-in plugin: first-order optimizers wrapping ``torch.optim``."""

@@ -1,0 +1,1 @@
+"""Built-in plugin: classic synthetic test functions at any dimension."""
