@@ -1,0 +1,1 @@
+"""Built-in plugin optkit_ray (see docs)."""
