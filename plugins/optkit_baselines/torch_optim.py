@@ -62,6 +62,8 @@ class TorchOptimizer(FirstOrderOptimizer):
 
 
 class SGD(TorchOptimizer):
+    """Stochastic gradient descent (torch.optim.SGD)."""
+
     name: ClassVar[str] = "sgd"
     summary: ClassVar[str] = "torch.optim.SGD (momentum, Nesterov, weight decay)"
     torch_class = torch.optim.SGD
@@ -80,6 +82,8 @@ class SGD(TorchOptimizer):
 
 
 class Adam(TorchOptimizer):
+    """Adam (torch.optim.Adam)."""
+
     name: ClassVar[str] = "adam"
     summary: ClassVar[str] = "torch.optim.Adam"
     torch_class: ClassVar[type[torch.optim.Optimizer]] = torch.optim.Adam
@@ -98,6 +102,8 @@ class Adam(TorchOptimizer):
 
 
 class AdamW(Adam):
+    """AdamW, decoupled weight decay (torch.optim.AdamW)."""
+
     name: ClassVar[str] = "adamw"
     summary: ClassVar[str] = "torch.optim.AdamW (decoupled weight decay)"
     torch_class = torch.optim.AdamW
@@ -115,6 +121,8 @@ class AdamW(Adam):
 
 
 class RMSprop(TorchOptimizer):
+    """RMSprop (torch.optim.RMSprop)."""
+
     name: ClassVar[str] = "rmsprop"
     summary: ClassVar[str] = "torch.optim.RMSprop"
     torch_class = torch.optim.RMSprop
@@ -134,6 +142,8 @@ class RMSprop(TorchOptimizer):
 
 
 class Adagrad(TorchOptimizer):
+    """Adagrad (torch.optim.Adagrad)."""
+
     name: ClassVar[str] = "adagrad"
     summary: ClassVar[str] = "torch.optim.Adagrad"
     torch_class = torch.optim.Adagrad
@@ -152,6 +162,8 @@ class Adagrad(TorchOptimizer):
 
 
 class Adamax(TorchOptimizer):
+    """Adamax (torch.optim.Adamax)."""
+
     name: ClassVar[str] = "adamax"
     summary: ClassVar[str] = "torch.optim.Adamax"
     torch_class = torch.optim.Adamax

@@ -90,6 +90,8 @@ class SyntheticFunction(Objective):
 
 
 class Sphere(SyntheticFunction):
+    """The sphere function: convex, separable, the easiest case."""
+
     name: ClassVar[str] = "sphere"
     summary: ClassVar[str] = "sum x_i^2; optimum 0 at 0"
     bounds = (-5.12, 5.12)
@@ -99,6 +101,8 @@ class Sphere(SyntheticFunction):
 
 
 class Ackley(SyntheticFunction):
+    """Ackley: nearly flat outer region, many local minima, one deep global minimum at 0."""
+
     name: ClassVar[str] = "ackley"
     summary: ClassVar[str] = "Ackley (a=20, b=0.2, c=2 pi); optimum 0 at 0"
     bounds = (-32.768, 32.768)
@@ -111,6 +115,8 @@ class Ackley(SyntheticFunction):
 
 
 class Rosenbrock(SyntheticFunction):
+    """Rosenbrock: a curved narrow valley; ill-conditioned, non-convex for d > 3."""
+
     name: ClassVar[str] = "rosenbrock"
     summary: ClassVar[str] = "sum 100 (x_{i+1} - x_i^2)^2 + (x_i - 1)^2; optimum 0 at 1"
     bounds = (-5.0, 10.0)
@@ -124,6 +130,8 @@ class Rosenbrock(SyntheticFunction):
 
 
 class Rastrigin(SyntheticFunction):
+    """Rastrigin: a sphere with a regular lattice of local minima."""
+
     name: ClassVar[str] = "rastrigin"
     summary: ClassVar[str] = "10 d + sum x_i^2 - 10 cos(2 pi x_i); optimum 0 at 0"
     bounds = (-5.12, 5.12)
@@ -133,6 +141,8 @@ class Rastrigin(SyntheticFunction):
 
 
 class Levy(SyntheticFunction):
+    """Levy: many local minima; global minimum at 1."""
+
     name: ClassVar[str] = "levy"
     summary: ClassVar[str] = "Levy; optimum 0 at 1"
     bounds = (-10.0, 10.0)
@@ -146,6 +156,8 @@ class Levy(SyntheticFunction):
 
 
 class StyblinskiTang(SyntheticFunction):
+    """Styblinski-Tang: separable, one global minimum per coordinate at -2.9035."""
+
     name: ClassVar[str] = "styblinski_tang"
     summary: ClassVar[str] = "0.5 sum x^4 - 16 x^2 + 5 x; optimum -39.166 d at -2.9035"
     bounds = (-5.0, 5.0)

@@ -1,0 +1,1 @@
+"""An example third-party optkit plugin (see docs/plugins.md)."""

@@ -1,0 +1,198 @@
+"""The ``optkit`` command line.
+
+    optkit plugins [--json]
+    optkit check TASK.toml [--set KEY=VALUE ...]
+    optkit run TASK.toml [--out DIR] [--set KEY=VALUE ...] [--resume]
+    optkit bench TASK.toml [--out DIR] [--resume] [--set KEY=VALUE ...]
+    optkit report DIR [--metric NAME] [--x sequential_steps|grad_evals|wall_s|iteration]
+    optkit data list | fetch NAME... | fetch --all
+
+Errors in the input (a bad task file, an unknown plugin, a results directory that holds
+another task) print one paragraph and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from optkit.errors import OptkitError
+
+EXIT_INPUT_ERROR = 2
+
+
+def _registry():  # type: ignore[no-untyped-def]
+    from optkit.registry import get_registry
+
+    return get_registry()
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry()
+    entries = registry.entries()
+    if args.json:
+        payload = {
+            "plugins": [
+                {
+                    "kind": e.kind,
+                    "name": e.name,
+                    "plugin": e.source.plugin,
+                    "distribution": e.source.distribution,
+                    "version": e.source.version,
+                    "class": f"{e.cls.__module__}.{e.cls.__qualname__}",
+                    "summary": e.cls.summary,
+                }
+                for e in entries
+            ],
+            "failed": [vars(f) for f in registry.failed],
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    width = max((len(e.name) for e in entries), default=4)
+    for kind in ("objective", "optimizer", "hyperoptimizer", "executor"):
+        group = [e for e in entries if e.kind == kind]
+        if not group:
+            continue
+        print(f"{kind}s:")
+        for e in group:
+            source = f"{e.source.distribution} {e.source.version} [{e.source.plugin}]"
+            print(f"  {e.name:<{width}}  {source:<28}  {e.cls.summary}")
+    if registry.failed:
+        print("failed to load:")
+        for f in registry.failed:
+            print(f"  {f.plugin} ({f.distribution}): {f.error}")
+    return 0
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from optkit.tasks import load_task
+
+    return load_task(args.task, args.set or [])
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from optkit.tasks import check_task
+
+    task = _load(args)
+    report = check_task(task)
+    print(f"{task.source}: task '{task.name}' is valid: {len(report.runnable)} runnable cells")
+    for cell, reason in report.skipped:
+        print(f"  skip {cell.key}: {reason}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from optkit.report import report
+    from optkit.runner import run_task
+
+    task = _load(args)
+    out = args.out
+    if out is None and args.command == "bench":
+        out = Path("runs") / task.name
+    summary = run_task(task, out, resume=args.resume)
+    print(f"results: {summary.out}/results.jsonl ({summary.cells_run} cells run in"
+          f" {summary.wall_s:.1f} s, {len(summary.cells_failed)} failed,"
+          f" {summary.cells_resumed} resumed, {len(summary.cells_skipped)} skipped)")
+    if summary.cells_run + summary.cells_resumed > len(summary.cells_failed):
+        table, figure = report(summary.out, metric=args.metric, x=args.x)
+        print(table)
+        print(f"figure: {figure}")
+    if summary.cells_failed:
+        print("failed cells: " + ", ".join(summary.cells_failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from optkit.report import report
+
+    table, figure = report(args.dir, metric=args.metric, x=args.x)
+    print(table)
+    print(f"figure: {figure}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from optkit.data import cli as data_cli
+
+    return int(data_cli.main(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from optkit.report import X_AXES
+
+    parser = argparse.ArgumentParser(
+        prog="optkit", description="Run and compare objectives, optimizers and hyperoptimizers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plugins", help="list registered plugins")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    def task_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("task", help="task file (TOML)")
+        p.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a task key, e.g. budget.iterations=10 or optimizers.0.lr=0.1",
+        )
+
+    p = sub.add_parser("check", help="validate a task file without running it")
+    task_args(p)
+    p.set_defaults(func=cmd_check)
+
+    for name, help_text in (
+        ("run", "run a task, then print its table and write its figure"),
+        ("bench", "run a task's matrix into a stable directory (resumable)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        task_args(p)
+        p.add_argument(
+            "--out",
+            help="results directory (run: runs/NAME-TIMESTAMP; bench: runs/NAME)",
+        )
+        p.add_argument("--resume", action="store_true", help="finish the missing cells of --out")
+        p.add_argument("--metric", default=None, help="metric for the table and figure")
+        p.add_argument("--x", default="sequential_steps", choices=X_AXES, help="figure x axis")
+        p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="table and convergence figure of a results directory")
+    p.add_argument("dir", help="results directory")
+    p.add_argument("--metric", default=None, help="metric (default: gap, else loss)")
+    p.add_argument("--x", default="sequential_steps", choices=X_AXES, help="figure x axis")
+    p.set_defaults(func=cmd_report)
+
+    try:
+        from optkit.data import cli as data_cli
+    except ImportError:
+        pass
+    else:
+        data_cli.add_parser(sub).set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return int(args.func(args))
+    except OptkitError as exc:
+        message = textwrap.fill(str(exc), width=100, break_long_words=False)
+        print(f"optkit: error: {message}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("optkit: interrupted; finished cells are kept (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Tables and convergence plots from a run directory (``optkit report DIR``).
+
+The table has one line per (objective, label): the final value of the chosen metric as mean
+and standard deviation over seeds, with counters. The figure has one panel per objective: the
+metric against the chosen x axis (sequential steps, gradient evaluations, wall-clock seconds
+or iterations), the mean over seeds as a line and the min-max over seeds as a band.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optkit.errors import ConfigError
+from optkit.results import atomic_write_text, load_rows
+
+X_AXES = ("sequential_steps", "grad_evals", "wall_s", "iteration")
+
+
+@dataclass
+class Line:
+    objective: str
+    label: str
+    seeds: int
+    failed: int
+    mean: float
+    std: float
+    steps: float
+    grad_evals: float
+    wall_s: float
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def default_metric(rows: list[dict[str, Any]]) -> str:
+    eval_rows = [r for r in rows if r.get("event") == "eval"]
+    if eval_rows and any(r.get("gap") is not None for r in eval_rows):
+        return "gap"
+    if not eval_rows and any(r.get("event") == "trial" for r in rows):
+        return "score"
+    return "loss"
+
+
+def curves(
+    rows: list[dict[str, Any]], metric: str, x: str
+) -> dict[tuple[str, str], dict[int, list[tuple[float, float]]]]:
+    """(objective, label) -> seed -> [(x, metric)] from eval rows (or trial rows for HPO)."""
+    out: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for row in rows:
+        if row.get("event") == "trial" and metric == "score":
+            value, xv = row.get("score"), float(row.get("trial", 0)) + 1
+        elif row.get("event") == "eval":
+            value, xv = row.get(metric), row.get(x)
+        else:
+            continue
+        if value is None or xv is None:
+            continue
+        out[(row["objective"], row["label"])][row["seed"]].append((float(xv), float(value)))
+    return out
+
+
+def summarize(rows: list[dict[str, Any]], metric: str) -> list[Line]:
+    """One :class:`Line` per (objective, label), from each seed's last evaluation."""
+    ends: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    finals: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["objective"], row["label"])
+        if row.get("event") == "end":
+            ends[key].append(row)
+        elif row.get("event") in ("eval", "trial"):
+            finals[(*key, row["seed"])] = row
+    lines = []
+    for key, end_rows in sorted(ends.items()):
+        ok_seeds = [r["seed"] for r in end_rows if r.get("status") == "ok"]
+        last = [finals[(*key, s)] for s in ok_seeds if (*key, s) in finals]
+        if metric == "score":
+            values = [r.get("best_score") for r in end_rows if r.get("status") == "ok"]
+        else:
+            values = [r.get(metric) for r in last]
+        mean, std = _mean_std([float(v) for v in values if v is not None])
+        lines.append(
+            Line(
+                objective=key[0],
+                label=key[1],
+                seeds=len(end_rows),
+                failed=len(end_rows) - len(ok_seeds),
+                mean=mean,
+                std=std,
+                steps=_mean_std([r.get("sequential_steps") or 0 for r in last])[0],
+                grad_evals=_mean_std([r.get("grad_evals") or 0 for r in last])[0],
+                wall_s=_mean_std([r.get("wall_s") or 0.0 for r in last])[0],
+            )
+        )
+    return lines
+
+
+def format_table(lines: list[Line], metric: str) -> str:
+    """A Markdown table (also readable in a terminal)."""
+    header = (
+        f"| objective | optimizer | seeds | failed | final {metric} (mean ± std) |"
+        " sequential steps | grad evals | wall s |"
+    )
+    out = [header, "|" + "---|" * 8]
+    for ln in lines:
+        if math.isnan(ln.mean):
+            out.append(f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} | — | — | — | — |")
+            continue
+        out.append(
+            f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} |"
+            f" {ln.mean:.4g} ± {ln.std:.2g} | {ln.steps:.0f} | {ln.grad_evals:.0f} |"
+            f" {ln.wall_s:.3f} |"
+        )
+    return "\n".join(out)
+
+
+def plot(
+    rows: list[dict[str, Any]], metric: str, x: str, path: Path, title: str = ""
+) -> Path:
+    """Write the convergence figure (PNG): mean over seeds and a min-max band per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = curves(rows, metric, x)
+    objectives = sorted({obj for obj, _ in data})
+    if not objectives:
+        raise ConfigError(f"no '{metric}' values against '{x}' in these results to plot")
+    fig, axes = plt.subplots(
+        1, len(objectives), figsize=(5.2 * len(objectives), 3.8), squeeze=False
+    )
+    for ax, objective in zip(axes[0], objectives, strict=True):
+        positive = True
+        for (obj, label), per_seed in sorted(data.items()):
+            if obj != objective:
+                continue
+            grid = sorted({xv for series in per_seed.values() for xv, _ in series})
+            values = np.full((len(per_seed), len(grid)), np.nan)
+            for i, series in enumerate(per_seed.values()):
+                xs = np.array([p[0] for p in series])
+                ys = np.array([p[1] for p in series])
+                order = np.argsort(xs)
+                # each seed's curve, held constant after its last point (step interpolation)
+                idx = np.searchsorted(xs[order], grid, side="right") - 1
+                valid = idx >= 0
+                values[i, valid] = ys[order][idx[valid]]
+            mean = np.nanmean(values, axis=0)
+            lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+            positive = positive and bool(np.all(lo[np.isfinite(lo)] > 0))
+            (line,) = ax.plot(grid, mean, label=f"{label} (n={len(per_seed)})")
+            ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        if positive:
+            ax.set_yscale("log")
+        ax.set_title(objective)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def report(
+    run_dir: str | Path, *, metric: str | None = None, x: str = "sequential_steps"
+) -> tuple[str, Path]:
+    """Write ``report.md`` and ``<metric>-vs-<x>.png`` into ``run_dir``; return (table, figure)."""
+    if x not in X_AXES:
+        raise ConfigError(f"unknown x axis '{x}'; valid: {', '.join(X_AXES)}")
+    run_dir = Path(run_dir)
+    rows = load_rows(run_dir)
+    if not rows:
+        raise ConfigError(f"{run_dir}: results.jsonl holds no rows yet")
+    metric = metric or default_metric(rows)
+    known = {k for r in rows for k in r}
+    if metric not in known:
+        metrics = sorted(k for k in known if k not in ("task", "cell", "event", "status", "error"))
+        raise ConfigError(f"metric '{metric}' is not in these results; available: {', '.join(metrics)}")
+    table = format_table(summarize(rows, metric), metric)
+    task = rows[0].get("task", "")
+    figure = plot(rows, metric, x, run_dir / f"{metric}-vs-{x}.png", title=task)
+    atomic_write_text(
+        run_dir / "report.md", f"# {task}\n\n{table}\n\n![{metric}]({figure.name})\n"
+    )
+    return table, figure

@@ -1,0 +1,453 @@
+"""Run a task: each cell (objective x optimizer x seed) in turn, rows streamed to the run dir.
+
+One cell::
+
+    objective.prepare(device, dtype); generator = torch.Generator().manual_seed(seed)
+    params = objective.init_params(generator); state = optimizer.init(params)
+    oracle = Oracle(objective, executor, generator)
+    row at iteration 0, then every eval_every iterations: objective.evaluate(params) + counters
+
+``wall_s`` counts optimization time only (``optimizer.step`` calls, GPU synchronized), not the
+time spent evaluating metrics. A cell that raises (a bug, a NaN loss) gets an ``error`` row and
+a failed ``end`` row; the matrix goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from optkit import environment
+from optkit.errors import ConfigError, DivergenceError, OptkitError
+from optkit.interfaces import (
+    Executor,
+    HyperContext,
+    HyperOptimizer,
+    Objective,
+    Optimizer,
+    TrialResult,
+)
+from optkit.oracle import Oracle
+from optkit.registry import Registry, get_registry
+from optkit.results import RunDirectory
+from optkit.tasks import Budget, Cell, Task, check_task
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def quiet(message: str) -> None:
+    return None
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run_task` returns."""
+
+    out: Path
+    cells_run: int = 0
+    cells_failed: list[str] = field(default_factory=list)
+    cells_skipped: list[tuple[str, str]] = field(default_factory=list)
+    cells_resumed: int = 0
+    wall_s: float = 0.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def score_of(metrics: Mapping[str, float], objective: Objective, metric: str) -> float:
+    """The value to minimize: ``metrics[metric]``, negated for metrics the objective maximizes."""
+    if metric not in metrics:
+        raise ConfigError(
+            f"score metric '{metric}' is not reported by objective '{objective.name}';"
+            f" it reports: {', '.join(sorted(metrics))}"
+        )
+    value = float(metrics[metric])
+    return -value if objective.metric_direction().get(metric, "min") == "max" else value
+
+
+def run_loop(
+    objective: Objective,
+    optimizer: Optimizer,
+    executor: Executor,
+    seed: int,
+    budget: Budget,
+    score_metric: str,
+    on_eval: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress = quiet,
+    what: str = "",
+) -> dict[str, Any]:
+    """Optimize one prepared objective from ``seed`` within ``budget``.
+
+    Returns:
+        The last evaluation row (iteration, counters, wall_s, ``loss`` and metrics).
+
+    Raises:
+        DivergenceError: a loss or gradient became non-finite.
+    """
+    device = objective.device
+    generator = torch.Generator().manual_seed(seed)
+    params = objective.init_params(generator)
+    state = optimizer.init(params)
+    oracle = Oracle(objective, executor, generator)
+    wall = 0.0
+    train_loss = float("nan")
+    last_report = time.perf_counter()
+
+    def evaluation(iteration: int, extras: dict[str, float]) -> dict[str, Any]:
+        metrics = objective.evaluate(params)
+        loss = metrics.get("loss", float("nan"))
+        if not math.isfinite(float(loss)):
+            raise DivergenceError(f"the objective's loss is {loss} at iteration {iteration}")
+        row = {
+            "iteration": iteration,
+            "sequential_steps": oracle.sequential_steps,
+            "grad_evals": oracle.grad_evals,
+            "wall_s": wall,
+            "train_loss": train_loss,
+            **{k: float(v) for k, v in metrics.items()},
+            **extras,
+        }
+        if on_eval is not None:
+            on_eval(row)
+        return row
+
+    last = evaluation(0, {})
+    for iteration in range(1, budget.iterations + 1):
+        start = time.perf_counter()
+        params, state, info = optimizer.step(params, state, oracle)
+        _sync(device)
+        wall += time.perf_counter() - start
+        train_loss = info.loss
+        if not math.isfinite(train_loss) and not math.isnan(info.loss):
+            raise DivergenceError(f"training loss {train_loss} at iteration {iteration}")
+        out_of_time = budget.time_s is not None and wall >= budget.time_s
+        final = iteration == budget.iterations or out_of_time
+        if iteration % budget.eval_every == 0 or final:
+            last = evaluation(iteration, dict(info.extras))
+            if budget.target is not None and score_of(last, objective, score_metric) <= (
+                budget.target
+            ):
+                break
+        if out_of_time:
+            break
+        now = time.perf_counter()
+        if now - last_report > 10.0:
+            progress(f"    {what} iteration {iteration}/{budget.iterations}, {wall:.1f} s")
+            last_report = now
+    return last
+
+
+class CellRunner:
+    """Runs the cells of one task into one run directory."""
+
+    def __init__(
+        self, task: Task, run: RunDirectory, registry: Registry, progress: Progress
+    ) -> None:
+        self.task = task
+        self.run = run
+        self.registry = registry
+        self.progress = progress
+        self.device = environment.resolve_device(task.device)
+        self.dtype = environment.resolve_dtype(task.dtype)
+
+    def base_row(self, cell: Cell) -> dict[str, Any]:
+        return {
+            "task": self.task.name,
+            "cell": cell.key,
+            "objective": cell.objective.label,
+            "optimizer": cell.optimizer.name,
+            "label": cell.optimizer.label,
+            "seed": cell.seed,
+        }
+
+    def emit(self, cell: Cell, row: dict[str, Any]) -> None:
+        self.run.append([{**self.base_row(cell), **row}])
+
+    def build(self, cell: Cell) -> tuple[Objective, Optimizer, Executor]:
+        objective = self.registry.create(
+            "objective", cell.objective.spec(), cell.objective.where
+        )
+        objective.prepare(self.device, self.dtype)
+        optimizer = self.registry.create(
+            "optimizer", cell.optimizer.spec(), cell.optimizer.where
+        )
+        executor = self.registry.create(
+            "executor", self.task.executor.spec(), self.task.executor.where
+        )
+        executor.bind(objective)
+        return objective, optimizer, executor
+
+    def run_cell(self, cell: Cell, previous_rows: list[dict[str, Any]]) -> tuple[bool, str]:
+        """Run one cell; returns (success, a short outcome). Errors are recorded, not raised."""
+        started = time.perf_counter()
+        status, error = "ok", None
+        final: dict[str, Any] = {}
+        executor: Executor | None = None
+        try:
+            objective, optimizer, executor = self.build(cell)
+            if self.task.hyperoptimizer is None:
+                final = run_loop(
+                    objective,
+                    optimizer,
+                    executor,
+                    cell.seed,
+                    self.task.budget,
+                    self.task.score,
+                    on_eval=lambda row: self.emit(cell, {"event": "eval", **row}),
+                    progress=self.progress,
+                    what=cell.key,
+                )
+            else:
+                final = self.run_hyper_cell(cell, objective, previous_rows)
+        except DivergenceError as exc:
+            status, error = "diverged", str(exc)
+        except OptkitError as exc:
+            status, error = "failed", str(exc)
+        except Exception as exc:  # a bug in a plugin must not stop the matrix
+            status = "failed"
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        finally:
+            if executor is not None:
+                executor.close()
+        if error is not None:
+            self.emit(cell, {"event": "error", "status": status, "error": error})
+        self.emit(
+            cell,
+            {
+                "event": "end",
+                "status": status,
+                "cell_wall_s": time.perf_counter() - started,
+                **{k: v for k, v in final.items() if k not in ("event",)},
+            },
+        )
+        if error is not None:
+            return False, f"{status}: {error.splitlines()[0]}"
+        if "best_score" in final:
+            return True, f"best score {final['best_score']:.4g}"
+        value = final.get(self.task.score)
+        return True, f"{self.task.score} {value:.4g}" if isinstance(value, float) else "ok"
+
+    def run_hyper_cell(
+        self, cell: Cell, objective: Objective, previous_rows: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        assert self.task.hyperoptimizer is not None
+        spec = self.task.hyperoptimizer
+        hyper: HyperOptimizer = self.registry.create("hyperoptimizer", spec.spec(), spec.where)
+        trial_counter = [len([r for r in previous_rows if r.get("event") == "trial"])]
+
+        def run_trial(overrides: Mapping[str, Any]) -> TrialResult:
+            start = time.perf_counter()
+            index = trial_counter[0]
+            trial_counter[0] += 1
+            try:
+                inner_objective = self.create_inner("objective", cell, overrides)
+                inner_objective.prepare(self.device, self.dtype)
+                inner_optimizer = self.create_inner("optimizer", cell, overrides)
+                executor = self.registry.create(
+                    "executor", self.task.executor.spec(), self.task.executor.where
+                )
+                executor.bind(inner_objective)
+                try:
+                    final = run_loop(
+                        inner_objective,
+                        inner_optimizer,
+                        executor,
+                        cell.seed,
+                        self.task.budget,
+                        self.task.score,
+                    )
+                finally:
+                    executor.close()
+                metrics = {k: v for k, v in final.items() if isinstance(v, (int, float))}
+                result = TrialResult(
+                    dict(overrides),
+                    score_of(final, inner_objective, self.task.score),
+                    metrics,
+                    None,
+                    time.perf_counter() - start,
+                )
+            except (OptkitError, RuntimeError, ValueError) as exc:
+                result = TrialResult(
+                    dict(overrides), float("nan"), {}, f"{type(exc).__name__}: {exc}",
+                    time.perf_counter() - start,
+                )
+            self.emit(
+                cell,
+                {
+                    "event": "trial",
+                    "trial": index,
+                    "trial_config": result.config,
+                    "score": result.score,
+                    "error": result.error,
+                    "trial_wall_s": result.cost_s,
+                    **result.metrics,
+                },
+            )
+            return result
+
+        completed = [
+            TrialResult(
+                r.get("trial_config", {}),
+                float("nan") if r.get("score") is None else float(r["score"]),
+                {},
+                r.get("error"),
+                float(r.get("trial_wall_s") or 0.0),
+            )
+            for r in previous_rows
+            if r.get("event") == "trial"
+        ]
+        context = HyperContext(
+            objective_spec=cell.objective.spec(),
+            optimizer_spec=cell.optimizer.spec(),
+            budget=dict(vars(self.task.budget)),
+            seed=cell.seed,
+            generator=torch.Generator().manual_seed(cell.seed),
+            run_trial=run_trial,
+            create_objective=lambda o: self.create_inner("objective", cell, o),
+            create_optimizer=lambda o: self.create_inner("optimizer", cell, o),
+            record=lambda row: self.emit(cell, {"event": "trace", **row}),
+            completed=completed,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        result = hyper.optimize(context)
+        return {
+            "best_config": result.best_config,
+            "best_score": result.best_score,
+            "trials": len(result.trials),
+            **{k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))},
+        }
+
+    def create_inner(self, kind: str, cell: Cell, overrides: Mapping[str, Any]) -> Any:
+        """Instantiate the cell's objective/optimizer with dotted ``kind.key`` overrides."""
+        component = cell.objective if kind == "objective" else cell.optimizer
+        spec = apply_dotted(component.spec(), kind, overrides)
+        return self.registry.create(kind, spec, f"{component.where} (trial overrides)")
+
+
+def apply_dotted(spec: dict[str, Any], kind: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply overrides such as ``{"optimizer.lr": 0.1, "optimizer.betas.0": 0.8}`` to ``spec``
+    for keys that start with ``kind.``; list indices are integers."""
+    spec = copy.deepcopy(spec)
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head != kind:
+            continue
+        if not rest:
+            raise ConfigError(f"override '{key}': expected '{kind}.<key>'")
+        parts = rest.split(".")
+        node: Any = spec
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(parts[-1])] = value
+        else:
+            node[parts[-1]] = value
+    return spec
+
+
+def manifest_for(task: Task, status: str, started: str, summary: RunSummary | None) -> dict[str, Any]:
+    source_dir = Path(task.source).parent if Path(task.source).exists() else Path.cwd()
+    manifest: dict[str, Any] = {
+        "task_name": task.name,
+        "fingerprint": task.fingerprint,
+        "source": task.source,
+        "task": task.raw,
+        "resolved": {
+            "seeds": task.seeds,
+            "budget": vars(task.budget),
+            "device": task.device,
+            "dtype": task.dtype,
+            "score": task.score,
+            "objectives": [vars(s) for s in task.objectives],
+            "optimizers": [vars(s) for s in task.optimizers],
+            "executor": vars(task.executor),
+            "hyperoptimizer": vars(task.hyperoptimizer) if task.hyperoptimizer else None,
+        },
+        "versions": environment.package_versions(),
+        "git_revision": environment.git_revision(source_dir),
+        "hardware": environment.hardware(),
+        "started": started,
+        "status": status,
+    }
+    if summary is not None:
+        manifest.update(
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            cells_run=summary.cells_run,
+            cells_failed=summary.cells_failed,
+            cells_skipped=[{"cell": c, "reason": r} for c, r in summary.cells_skipped],
+            wall_s=summary.wall_s,
+        )
+    return manifest
+
+
+def default_out(task: Task) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{task.name}-{stamp}"
+
+
+def run_task(
+    task: Task,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    registry: Registry | None = None,
+    progress: Progress = stderr_progress,
+) -> RunSummary:
+    """Check the task, then run every missing cell into ``out``.
+
+    Everything that can be wrong with the input (unknown plugins, bad config, no runnable
+    cell, an ``out`` directory holding something else) raises before anything is written.
+    """
+    registry = registry or get_registry()
+    report = check_task(task, registry)
+    out_path = Path(out) if out is not None else default_out(task)
+    run = RunDirectory.create(out_path, task.name, task.fingerprint, resume)
+    summary = RunSummary(out=out_path)
+    summary.cells_skipped = [(c.key, reason) for c, reason in report.skipped]
+    for cell, reason in report.skipped:
+        progress(f"skip {cell.key}: {reason}")
+    kept = run.prepare_resume() if resume else []
+    done = {r["cell"] for r in kept if r.get("event") == "end"}
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    if resume and run.manifest_path.exists():
+        started = run.manifest().get("started", started)
+    run.write_manifest(manifest_for(task, "running", started, None))
+    runner = CellRunner(task, run, registry, progress)
+    todo = [c for c in report.runnable if c.key not in done]
+    summary.cells_resumed = len(report.runnable) - len(todo)
+    if summary.cells_resumed:
+        progress(f"resume: {summary.cells_resumed} cells already done, {len(todo)} to run")
+    t0 = time.perf_counter()
+    for number, cell in enumerate(todo, 1):
+        cell_start = time.perf_counter()
+        previous = [r for r in kept if r.get("cell") == cell.key]
+        ok, outcome = runner.run_cell(cell, previous)
+        summary.cells_run += 1
+        if not ok:
+            summary.cells_failed.append(cell.key)
+        secs = time.perf_counter() - cell_start
+        progress(f"[{number}/{len(todo)}] {cell.key}: {outcome} ({secs:.1f} s)")
+    summary.wall_s = time.perf_counter() - t0
+    run.export_csv()
+    run.write_manifest(manifest_for(task, "complete", started, summary))
+    return summary

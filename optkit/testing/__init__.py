@@ -1,0 +1,27 @@
+"""Contract test kits for plugin authors (as ``optuna.testing`` ships its sampler tests).
+
+Use them from your own test suite::
+
+    from optkit.testing import check_objective, check_optimizer
+    def test_my_objective():
+        check_objective(MyObjective(dim=3))
+
+or subclass the pytest-style kits in :mod:`optkit.testing.kits`. optkit's own suite runs these
+checks over every registered plugin.
+"""
+
+from optkit.testing.kits import (
+    check_executor,
+    check_objective,
+    check_optimizer,
+    example_config,
+    reference_objective,
+)
+
+__all__ = [
+    "check_executor",
+    "check_objective",
+    "check_optimizer",
+    "example_config",
+    "reference_objective",
+]

@@ -1,0 +1,62 @@
+"""Every registered plugin passes the contract kits of optkit.testing.
+
+The parametrization is read from the live registry, so a newly registered plugin is checked
+without touching this file. Classes whose checks need an extra data download declare
+``test_marks`` (e.g. ``("nlp",)``) and get those pytest markers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from optkit.registry import get_registry
+from optkit.testing import check_executor, check_objective, check_optimizer, example_config
+
+REGISTRY = get_registry()
+
+
+def params_for(kind: str) -> list[pytest.param]:  # type: ignore[valid-type]
+    out = []
+    for entry in REGISTRY.entries(kind):
+        marks = [getattr(pytest.mark, m) for m in getattr(entry.cls, "test_marks", ())]
+        out.append(pytest.param(entry.name, id=entry.name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("name", params_for("objective"))
+def test_objective_contract(name: str) -> None:
+    cls = REGISTRY.get("objective", name)
+    check_objective(REGISTRY.create("objective", {"name": name, **example_config(cls)}))
+
+
+@pytest.mark.parametrize("name", params_for("optimizer"))
+def test_optimizer_contract(name: str) -> None:
+    cls = REGISTRY.get("optimizer", name)
+    check_optimizer(REGISTRY.create("optimizer", {"name": name, **example_config(cls)}))
+
+
+@pytest.mark.parametrize("name", params_for("executor"))
+def test_executor_contract(name: str) -> None:
+    cls = REGISTRY.get("executor", name)
+    check_executor(REGISTRY.create("executor", {"name": name, **example_config(cls)}))
+
+
+def test_every_plugin_documents_itself() -> None:
+    for entry in REGISTRY.entries():
+        assert entry.cls.summary, f"{entry.kind} '{entry.name}' has no summary"
+        assert entry.cls.__doc__, f"{entry.kind} '{entry.name}' has no docstring"
+
+
+def test_the_kits_catch_a_broken_optimizer() -> None:
+    """A kit that cannot fail is worthless: an optimizer that mutates its input is caught."""
+    from optkit_baselines.torch_optim import SGD
+
+    class Mutating(SGD):
+        name = "mutating"
+
+        def update(self, params, grads, state):  # type: ignore[no-untyped-def]
+            params["x"].add_(1.0)
+            return super().update(params, grads, state)
+
+    with pytest.raises(AssertionError, match="must not be mutated"):
+        check_optimizer(Mutating(lr=0.1))
