@@ -51,18 +51,19 @@ __all__ = [
     "TrialResult",
     "get_registry",
     "hookimpl",
+    "load_rows",
     "load_task",
     "run",
 ]
 
 if TYPE_CHECKING:
-    from optkit.api import load_task, run
+    from optkit.api import load_rows, load_task, run
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: keep `import optkit` light (the task runner pulls in matplotlib only for reports,
     # OptEx pulls in gpytorch only when used).
-    if name in ("run", "load_task"):
+    if name in ("run", "load_task", "load_rows"):
         from optkit import api
 
         return getattr(api, name)
