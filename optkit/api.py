@@ -1,9 +1,9 @@
 """The Python API, mirroring the command line.
 
-    import optkit
-    task = optkit.load_task("tasks/quickstart.toml", overrides=["budget.iterations=10"])
-    summary = optkit.run(task, out="runs/quick")
-    rows = optkit.load_rows(summary.out)
+import optkit
+task = optkit.load_task("tasks/quickstart.toml", overrides=["budget.iterations=10"])
+summary = optkit.run(task, out="runs/quick")
+rows = optkit.load_rows(summary.out)
 """
 
 from __future__ import annotations

@@ -95,9 +95,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if out is None and args.command == "bench":
         out = Path("runs") / task.name
     summary = run_task(task, out, resume=args.resume)
-    print(f"results: {summary.out}/results.jsonl ({summary.cells_run} cells run in"
-          f" {summary.wall_s:.1f} s, {len(summary.cells_failed)} failed,"
-          f" {summary.cells_resumed} resumed, {len(summary.cells_skipped)} skipped)")
+    print(
+        f"results: {summary.out}/results.jsonl ({summary.cells_run} cells run in"
+        f" {summary.wall_s:.1f} s, {len(summary.cells_failed)} failed,"
+        f" {summary.cells_resumed} resumed, {len(summary.cells_skipped)} skipped)"
+    )
     if summary.cells_run + summary.cells_resumed > len(summary.cells_failed):
         table, figure = report(summary.out, metric=args.metric, x=args.x)
         print(table)

@@ -49,7 +49,8 @@ def matches(value: Any, tp: Any) -> bool:
         if not isinstance(value, (list, tuple)):
             return False
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(args) == len(value) and all(matches(v, a) for v, a in zip(value, args))
+            pairs = zip(value, args, strict=False)
+            return len(args) == len(value) and all(matches(v, a) for v, a in pairs)
         inner = args[0] if args else Any
         return all(matches(v, inner) for v in value)
     if origin in (dict, Mapping, typing.Mapping, __import__("collections.abc").abc.Mapping):
@@ -65,9 +66,9 @@ def matches(value: Any, tp: Any) -> bool:
 
 def config_schema(cls: type) -> dict[str, inspect.Parameter]:
     """Keyword parameters of ``cls.__init__`` (excluding ``self``), with resolved hints."""
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
     except Exception:  # unresolved forward references: fall back to no type checking
         hints = {}
     schema: dict[str, inspect.Parameter] = {}
@@ -79,7 +80,7 @@ def config_schema(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def accepts_any_keyword(cls: type) -> bool:
-    sig = inspect.signature(cls.__init__)
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
     return any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
 

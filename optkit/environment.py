@@ -78,7 +78,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         from optkit.errors import ConfigError
 
-        raise ConfigError(f"device '{name}' asked for, but torch sees no CUDA GPU; use 'cpu' or 'auto'")
+        raise ConfigError(
+            f"device '{name}' asked for, but torch sees no CUDA GPU; use 'cpu' or 'auto'"
+        )
     return device
 
 

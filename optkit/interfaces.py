@@ -90,7 +90,7 @@ class Objective(Plugin, abc.ABC):
     stochastic: bool = False
     optimum: float | None = None
 
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
 
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
@@ -223,7 +223,7 @@ class Executor(Plugin, abc.ABC):
 
     kind: ClassVar[str] = "executor"
 
-    def bind(self, objective: Objective) -> None:  # noqa: B027 - optional hook
+    def bind(self, objective: Objective) -> None:
         """Called once per cell before any evaluation (e.g. to ship the objective to workers)."""
 
     @abc.abstractmethod
@@ -239,7 +239,7 @@ class Executor(Plugin, abc.ABC):
     def supports(self, objective: Objective) -> Support:
         return Support.yes()
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release workers (called at the end of a run)."""
 
 
@@ -305,7 +305,7 @@ class HyperContext:
     create_optimizer: Callable[[Mapping[str, Any]], Optimizer]
     record: Callable[[dict[str, Any]], None]
     completed: list[TrialResult] = field(default_factory=list)
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
 
 

@@ -43,9 +43,11 @@ class Registry:
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             failed = ""
             if self._loaded.failed:
-                failed = " Plugins that failed to load: " + ", ".join(
-                    f"'{f.plugin}' ({f.error})" for f in self._loaded.failed
-                ) + "."
+                failed = (
+                    " Plugins that failed to load: "
+                    + ", ".join(f"'{f.plugin}' ({f.error})" for f in self._loaded.failed)
+                    + "."
+                )
             raise PluginError(
                 f"unknown {kind} '{name}'.{hint} Registered {kind}s: {', '.join(names)}.{failed}"
             )

@@ -59,6 +59,8 @@ def curves(
         lambda: defaultdict(list)
     )
     for row in rows:
+        value: Any
+        xv: Any
         if row.get("event") == "trial" and metric == "score":
             value, xv = row.get("score"), float(row.get("trial", 0)) + 1
         elif row.get("event") == "eval":
@@ -115,7 +117,9 @@ def format_table(lines: list[Line], metric: str) -> str:
     out = [header, "|" + "---|" * 8]
     for ln in lines:
         if math.isnan(ln.mean):
-            out.append(f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} | — | — | — | — |")
+            out.append(
+                f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} | — | — | — | — |"
+            )
             continue
         out.append(
             f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} |"
@@ -125,9 +129,7 @@ def format_table(lines: list[Line], metric: str) -> str:
     return "\n".join(out)
 
 
-def plot(
-    rows: list[dict[str, Any]], metric: str, x: str, path: Path, title: str = ""
-) -> Path:
+def plot(rows: list[dict[str, Any]], metric: str, x: str, path: Path, title: str = "") -> Path:
     """Write the convergence figure (PNG): mean over seeds and a min-max band per label."""
     import matplotlib
 
@@ -193,11 +195,11 @@ def report(
     known = {k for r in rows for k in r}
     if metric not in known:
         metrics = sorted(k for k in known if k not in ("task", "cell", "event", "status", "error"))
-        raise ConfigError(f"metric '{metric}' is not in these results; available: {', '.join(metrics)}")
+        raise ConfigError(
+            f"metric '{metric}' is not in these results; available: {', '.join(metrics)}"
+        )
     table = format_table(summarize(rows, metric), metric)
     task = rows[0].get("task", "")
     figure = plot(rows, metric, x, run_dir / f"{metric}-vs-{x}.png", title=task)
-    atomic_write_text(
-        run_dir / "report.md", f"# {task}\n\n{table}\n\n![{metric}]({figure.name})\n"
-    )
+    atomic_write_text(run_dir / "report.md", f"# {task}\n\n{table}\n\n![{metric}]({figure.name})\n")
     return table, figure

@@ -85,7 +85,9 @@ class RunDirectory:
         return self.path / ROWS
 
     @classmethod
-    def create(cls, path: str | Path, task_name: str, fingerprint: str, resume: bool) -> RunDirectory:
+    def create(
+        cls, path: str | Path, task_name: str, fingerprint: str, resume: bool
+    ) -> RunDirectory:
         """Open ``path`` for a task, refusing a directory that holds something else.
 
         Raises:

@@ -180,13 +180,9 @@ class CellRunner:
         self.run.append([{**self.base_row(cell), **row}])
 
     def build(self, cell: Cell) -> tuple[Objective, Optimizer, Executor]:
-        objective = self.registry.create(
-            "objective", cell.objective.spec(), cell.objective.where
-        )
+        objective = self.registry.create("objective", cell.objective.spec(), cell.objective.where)
         objective.prepare(self.device, self.dtype)
-        optimizer = self.registry.create(
-            "optimizer", cell.optimizer.spec(), cell.optimizer.where
-        )
+        optimizer = self.registry.create("optimizer", cell.optimizer.spec(), cell.optimizer.where)
         executor = self.registry.create(
             "executor", self.task.executor.spec(), self.task.executor.where
         )
@@ -284,7 +280,10 @@ class CellRunner:
                 )
             except (OptkitError, RuntimeError, ValueError) as exc:
                 result = TrialResult(
-                    dict(overrides), float("nan"), {}, f"{type(exc).__name__}: {exc}",
+                    dict(overrides),
+                    float("nan"),
+                    {},
+                    f"{type(exc).__name__}: {exc}",
                     time.perf_counter() - start,
                 )
             self.emit(
@@ -365,7 +364,9 @@ def apply_dotted(spec: dict[str, Any], kind: str, overrides: Mapping[str, Any]) 
     return spec
 
 
-def manifest_for(task: Task, status: str, started: str, summary: RunSummary | None) -> dict[str, Any]:
+def manifest_for(
+    task: Task, status: str, started: str, summary: RunSummary | None
+) -> dict[str, Any]:
     source_dir = Path(task.source).parent if Path(task.source).exists() else Path.cwd()
     manifest: dict[str, Any] = {
         "task_name": task.name,

@@ -119,9 +119,7 @@ class Task:
 
     def cells(self) -> list[Cell]:
         """The matrix, objective-major, then optimizer, then seed."""
-        return [
-            Cell(o, p, s) for o in self.objectives for p in self.optimizers for s in self.seeds
-        ]
+        return [Cell(o, p, s) for o in self.objectives for p in self.optimizers for s in self.seeds]
 
     @property
     def fingerprint(self) -> str:
@@ -206,9 +204,7 @@ def read_task_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
-def load_task(
-    source: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()
-) -> Task:
+def load_task(source: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()) -> Task:
     """Load and validate a task from a TOML path or a dict, applying ``KEY=VALUE`` overrides.
 
     Raises:
@@ -259,7 +255,9 @@ def validate_task(raw: dict[str, Any], source: str) -> Task:
         hyper = _component(raw["hyperoptimizer"], "hyperoptimizer", f"{source}: hyperoptimizer")
     device = raw.get("device", "cpu")
     if device not in DEVICES and not (isinstance(device, str) and device.startswith("cuda:")):
-        raise _fail(source, f"'device' must be one of {', '.join(DEVICES)} or 'cuda:N', got {device!r}")
+        raise _fail(
+            source, f"'device' must be one of {', '.join(DEVICES)} or 'cuda:N', got {device!r}"
+        )
     dtype = raw.get("dtype", "float32")
     if dtype not in DTYPES:
         raise _fail(source, f"'dtype' must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -320,7 +318,9 @@ def _components(
         items, names = value, [f"{plural}[{i}]" for i in range(len(value))]
     else:
         raise _fail(source, f"key '{single}' (or '{plural}') is required")
-    specs = [_component(item, single, f"{source}: {n}") for item, n in zip(items, names)]
+    specs = [
+        _component(item, single, f"{source}: {n}") for item, n in zip(items, names, strict=True)
+    ]
     seen: dict[str, str] = {}
     for spec in specs:
         if spec.label in seen:

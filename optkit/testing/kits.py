@@ -84,8 +84,7 @@ def _assert_same_params(a: Params, b: Params, what: str, atol: float = 0.0) -> N
     for key in a:
         assert a[key].shape == b[key].shape, f"{what}: shape of '{key}' differs"
         assert torch.allclose(a[key], b[key], atol=atol, rtol=1e-5 if atol else 0.0), (
-            f"{what}: '{key}' differs (max abs diff"
-            f" {float((a[key] - b[key]).abs().max()):.3g})"
+            f"{what}: '{key}' differs (max abs diff {float((a[key] - b[key]).abs().max()):.3g})"
         )
 
 
@@ -192,7 +191,7 @@ def check_optimizer(optimizer: Optimizer, iterations: int = 30, seed: int = 0) -
         first = objective.evaluate(params)["loss"]
         for _ in range(iterations):
             before = _clone(params)
-            new, state, info = optimizer.step(params, state, oracle)
+            new, state, _info = optimizer.step(params, state, oracle)
             _assert_same_params(params, before, "params passed to step (must not be mutated)")
             assert new.keys() == params.keys(), "step changed the parameter names"
             params = new

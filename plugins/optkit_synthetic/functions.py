@@ -39,7 +39,9 @@ class SyntheticFunction(Objective):
             defaults to the function's usual domain ``bounds``.
         """
         if dim < self.min_dim():
-            raise ConfigError(f"objective '{self.name}': dim must be >= {self.min_dim()}, got {dim}")
+            raise ConfigError(
+                f"objective '{self.name}': dim must be >= {self.min_dim()}, got {dim}"
+            )
         if noise < 0:
             raise ConfigError(f"objective '{self.name}': noise must be >= 0, got {noise}")
         self.dim = dim

@@ -32,13 +32,19 @@ def write(tmp_path: Path, text: str, name: str = "task.toml") -> Path:
     return path
 
 
-def test_run_writes_results_table_and_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_writes_results_table_and_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     assert main(["run", str(write(tmp_path, TASK)), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| rosenbrock | adam | 2 | 0 |" in printed
     assert {p.name for p in out.iterdir()} >= {
-        "manifest.json", "results.jsonl", "results.csv", "report.md", "gap-vs-sequential_steps.png",
+        "manifest.json",
+        "results.jsonl",
+        "results.csv",
+        "report.md",
+        "gap-vs-sequential_steps.png",
     }
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["resolved"]["seeds"] == [0, 1]
@@ -48,7 +54,7 @@ def test_run_writes_results_table_and_figure(tmp_path: Path, capsys: pytest.Capt
     assert len(evals) == 2 * 2 * 5  # 2 optimizers x 2 seeds x (iteration 0 + 4 evaluations)
     last = [r for r in evals if r["cell"] == "rosenbrock|adam|1"][-1]
     assert last["iteration"] == 20 and last["sequential_steps"] == 20 and last["grad_evals"] == 20
-    assert last["loss"] < [r for r in evals if r["cell"] == "rosenbrock|adam|1"][0]["loss"]
+    assert last["loss"] < next(r for r in evals if r["cell"] == "rosenbrock|adam|1")["loss"]
     for key in ("objective", "optimizer", "label", "seed", "wall_s", "gap", "train_loss"):
         assert key in last
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
@@ -59,7 +65,10 @@ def test_run_writes_results_table_and_figure(tmp_path: Path, capsys: pytest.Capt
     ("text", "match"),
     [
         ("this is = = not toml", "not valid TOML"),
-        (TASK.replace('name = "adam"', 'name = "adamm"'), "unknown optimizer 'adamm'. Did you mean 'adam'"),
+        (
+            TASK.replace('name = "adam"', 'name = "adamm"'),
+            "unknown optimizer 'adamm'. Did you mean 'adam'",
+        ),
         (TASK.replace("iterations = 20", "iterations = 0"), "must be an integer > 0"),
         (TASK.replace("dim = 20", "dim = 2.5"), "key 'dim' of objective 'rosenbrock' must be int"),
     ],
@@ -75,7 +84,9 @@ def test_bad_input_exits_2_with_one_paragraph_and_writes_nothing(
     assert not out.exists()
 
 
-def test_out_dir_of_another_task_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_out_dir_of_another_task_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     assert main(["bench", str(write(tmp_path, TASK)), "--out", str(out)]) == 0
     before = (out / "results.jsonl").read_bytes()
@@ -114,9 +125,20 @@ def test_plugins_json_lists_sources(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_the_installed_executable_runs(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "optkit.cli", "run", str(write(tmp_path, TASK.replace("x = 1", ""))),
-         "--out", str(tmp_path / "o"), "--set", "seeds=[0]"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "optkit.cli",
+            "run",
+            str(write(tmp_path, TASK.replace("x = 1", ""))),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "seeds=[0]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "[1/2] rosenbrock|adam|0" in done.stderr  # progress goes to stderr

@@ -18,7 +18,9 @@ def installed() -> None:
     pip = [sys.executable, "-m", "pip"]
     done = subprocess.run(
         [*pip, "install", "--no-deps", "--no-build-isolation", "-q", str(EXAMPLE)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     yield
@@ -28,7 +30,9 @@ def installed() -> None:
 def test_example_plugin_is_listed_and_runs(installed: None, tmp_path: Path) -> None:
     listed = subprocess.run(
         [sys.executable, "-m", "optkit.cli", "plugins", "--json"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     payload = json.loads(listed.stdout)
     mine = {p["name"]: p for p in payload["plugins"] if p["plugin"] == "example"}
@@ -37,7 +41,9 @@ def test_example_plugin_is_listed_and_runs(installed: None, tmp_path: Path) -> N
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "optkit.cli", "run", str(EXAMPLE / "task.toml"), "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "| zakharov | sign_sgd | 2 | 0 |" in done.stdout

@@ -7,16 +7,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from optkit_synthetic.functions import Sphere
 
 from optkit import hookimpl
 from optkit.errors import PluginError
 from optkit.interfaces import Objective
 from optkit.plugins import PluginLoadWarning, load
 from optkit.registry import Registry
-from optkit_synthetic.functions import Sphere
 
 
-def make_distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+def make_distribution(
+    root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> None:
     """Write a real installed-distribution layout (dist-info + modules) under ``root``."""
     info = root / f"{dist}-1.0.dist-info"
     info.mkdir(parents=True)
@@ -60,9 +62,13 @@ def test_broken_plugin_is_a_warning_and_the_rest_load(site: Path) -> None:
         registry.get("objective", "brokn")
 
 
-def test_strict_mode_makes_a_broken_plugin_an_error(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strict_mode_makes_a_broken_plugin_an_error(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_distribution(
-        site, "broken_dist", {"broken": "fake_optkit_broken2"},
+        site,
+        "broken_dist",
+        {"broken": "fake_optkit_broken2"},
         {"fake_optkit_broken2": "raise RuntimeError('boom at import')\n"},
     )
     monkeypatch.setenv("OPTKIT_STRICT_PLUGINS", "1")
@@ -72,7 +78,9 @@ def test_strict_mode_makes_a_broken_plugin_an_error(site: Path, monkeypatch: pyt
 
 def test_a_hook_that_raises_is_reported_as_that_plugin(site: Path) -> None:
     make_distribution(
-        site, "raising_dist", {"raising": "fake_optkit_raising"},
+        site,
+        "raising_dist",
+        {"raising": "fake_optkit_raising"},
         {
             "fake_optkit_raising": """
             from optkit import hookimpl
@@ -89,7 +97,9 @@ def test_a_hook_that_raises_is_reported_as_that_plugin(site: Path) -> None:
 
 def test_duplicate_names_name_both_sources(site: Path) -> None:
     make_distribution(
-        site, "dup_dist", {"dup": "fake_optkit_dup"},
+        site,
+        "dup_dist",
+        {"dup": "fake_optkit_dup"},
         {
             "fake_optkit_dup": """
             from optkit import hookimpl

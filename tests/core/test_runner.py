@@ -38,7 +38,10 @@ def rows_of(out: Path) -> list[dict[str, Any]]:
 
 def test_a_diverging_cell_is_recorded_and_the_matrix_goes_on(tmp_path: Path) -> None:
     summary = optkit.run(TASK, tmp_path / "o")
-    assert sorted(summary.cells_failed) == ["rosenbrock|sgd-too-large|0", "rosenbrock|sgd-too-large|1"]
+    assert sorted(summary.cells_failed) == [
+        "rosenbrock|sgd-too-large|0",
+        "rosenbrock|sgd-too-large|1",
+    ]
     rows = rows_of(tmp_path / "o")
     errors = [r for r in rows if r["event"] == "error"]
     assert len(errors) == 2 and all(r["status"] == "diverged" for r in errors)
@@ -92,7 +95,9 @@ def test_a_killed_bench_leaves_whole_rows_and_resumes(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "optkit.cli", "bench", str(task), "--out", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -150,11 +155,12 @@ def test_hyperoptimizer_cells_record_every_trial(tmp_path: Path) -> None:
     trials = [r for r in rows if r["event"] == "trial"]
     assert [t["trial_config"]["optimizer.lr"] for t in trials] == [1e-6, 1e-4, 10.0]
     assert trials[2]["score"] is None and "non-finite" in trials[2]["error"]
-    end = [r for r in rows if r["event"] == "end"][0]
+    end = next(r for r in rows if r["event"] == "end")
     assert end["best_config"] == {"optimizer.lr": 1e-4}
     assert end["best_score"] == pytest.approx(trials[1]["score"])
     bad = {**task, "hyperoptimizer": {"name": "test_grid_lr", "values": [0.1]}}
     bad["optimizers"] = [{"name": "adam", "lr": 0.05}]
+
     # an override of a key the inner optimizer does not have fails the trial, clearly
     class BadKey(GridLR):
         name = "test_bad_key"
@@ -171,5 +177,5 @@ def test_hyperoptimizer_cells_record_every_trial(tmp_path: Path) -> None:
     registry2 = Registry(load(extra_plugins=[("bad", Hooks2())]))
     bad["hyperoptimizer"] = {"name": "test_bad_key", "values": [0.1]}
     optkit.run(bad, tmp_path / "o2", registry=registry2)
-    trial = [r for r in rows_of(tmp_path / "o2") if r["event"] == "trial"][0]
+    trial = next(r for r in rows_of(tmp_path / "o2") if r["event"] == "trial")
     assert "unknown key 'learning_rate'" in trial["error"]

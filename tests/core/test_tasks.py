@@ -27,7 +27,10 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_matrix_expands_objective_optimizer_seed(tmp_path: Path) -> None:
     task = load_task(write(tmp_path, BASE))
     assert [c.key for c in task.cells()] == [
-        "sphere|adam|0", "sphere|adam|1", "sphere|plain-sgd|0", "sphere|plain-sgd|1",
+        "sphere|adam|0",
+        "sphere|adam|1",
+        "sphere|plain-sgd|0",
+        "sphere|plain-sgd|1",
     ]
     assert task.executor.name == "serial"
 
@@ -47,7 +50,10 @@ def test_overrides_reach_nested_keys(tmp_path: Path) -> None:
         ("name = 't'\nbudget = {", "not valid TOML"),
         (BASE.replace('name = "t"', ""), "'name' is required"),
         (BASE + "\nsedes = [1]\n", r"unknown key 'sedes'\. Did you mean 'seeds'"),
-        (BASE.replace("iterations = 5", "iterations = -3"), "budget.iterations' must be an integer > 0"),
+        (
+            BASE.replace("iterations = 5", "iterations = -3"),
+            "budget.iterations' must be an integer > 0",
+        ),
         (BASE.replace("iterations = 5", "iterations = 5, evry = 2"), "unknown key 'budget.evry'"),
         (BASE.replace("seeds = [0, 1]", "seeds = 'zero'"), "'seeds' must be a non-empty list"),
         (BASE.replace('label = "plain-sgd"', 'label = "adam"'), "both have label 'adam'"),
@@ -65,9 +71,21 @@ def test_bad_task_files_are_clear_errors(tmp_path: Path, text: str, match: str) 
 @pytest.mark.parametrize(
     ("replace", "error", "match"),
     [
-        (("dim = 4", 'dim = "four"'), ConfigError, r"key 'dim' of objective 'sphere' must be int, got 'four'"),
-        (("lr = 0.1 }", "lr = 0.1, lrr = 2 }"), ConfigError, r"unknown key 'lrr'.*Did you mean 'lr'.*Valid keys: amsgrad"),
-        (('name = "sphere"', 'name = "spere"'), PluginError, r"unknown objective 'spere'\. Did you mean 'sphere'"),
+        (
+            ("dim = 4", 'dim = "four"'),
+            ConfigError,
+            r"key 'dim' of objective 'sphere' must be int, got 'four'",
+        ),
+        (
+            ("lr = 0.1 }", "lr = 0.1, lrr = 2 }"),
+            ConfigError,
+            r"unknown key 'lrr'.*Did you mean 'lr'.*Valid keys: amsgrad",
+        ),
+        (
+            ('name = "sphere"', 'name = "spere"'),
+            PluginError,
+            r"unknown objective 'spere'\. Did you mean 'sphere'",
+        ),
     ],
 )
 def test_plugin_configs_are_checked_before_running(
@@ -107,10 +125,13 @@ def test_incompatible_pairings_are_skipped_with_a_reason(tmp_path: Path) -> None
             register(NotVmappable)
 
     registry = Registry(load(extra_plugins=[("t", Hooks())]))
-    text = BASE.replace(
-        'objective = { name = "sphere", dim = 4 }',
-        'objectives = [ { name = "sphere", dim = 4 }, { name = "branchy" } ]',
-    ) + '\nexecutor = { name = "vmap" }\n'
+    text = (
+        BASE.replace(
+            'objective = { name = "sphere", dim = 4 }',
+            'objectives = [ { name = "sphere", dim = 4 }, { name = "branchy" } ]',
+        )
+        + '\nexecutor = { name = "vmap" }\n'
+    )
     report = check_task(load_task(write(tmp_path, text)), registry)
     assert len(report.runnable) == 4 and len(report.skipped) == 4
     assert all("not vmappable" in reason for _, reason in report.skipped)
