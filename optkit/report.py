@@ -26,6 +26,7 @@ X_AXES = ("sequential_steps", "grad_evals", "wall_s", "iteration")
 class Line:
     objective: str
     label: str
+    metric: str
     seeds: int
     failed: int
     mean: float
@@ -42,23 +43,40 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
-def default_metric(rows: list[dict[str, Any]]) -> str:
-    eval_rows = [r for r in rows if r.get("event") == "eval"]
-    if eval_rows and any(r.get("gap") is not None for r in eval_rows):
-        return "gap"
-    if not eval_rows and any(r.get("event") == "trial" for r in rows):
-        return "score"
-    return "loss"
+def metrics_by_objective(rows: list[dict[str, Any]], metric: str | None) -> dict[str, str]:
+    """The metric shown for each objective.
+
+    ``metric`` where that objective reports it; otherwise (or when ``None``) ``gap`` for
+    objectives that report it, ``score`` for hyperoptimizer cells, else ``loss``.
+    """
+    keys: dict[str, set[str]] = defaultdict(set)
+    events: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        if row.get("event") in ("eval", "trial"):
+            keys[row["objective"]].update(k for k, v in row.items() if v is not None)
+            events[row["objective"]].add(row["event"])
+    chosen = {}
+    for objective, present in keys.items():
+        if metric is not None and metric in present:
+            chosen[objective] = metric
+        elif "eval" not in events[objective]:
+            chosen[objective] = "score"
+        elif "gap" in present:
+            chosen[objective] = "gap"
+        else:
+            chosen[objective] = "loss"
+    return chosen
 
 
 def curves(
-    rows: list[dict[str, Any]], metric: str, x: str
+    rows: list[dict[str, Any]], metrics: dict[str, str], x: str
 ) -> dict[tuple[str, str], dict[int, list[tuple[float, float]]]]:
     """(objective, label) -> seed -> [(x, metric)] from eval rows (or trial rows for HPO)."""
     out: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for row in rows:
+        metric = metrics.get(row.get("objective", ""), "loss")
         value: Any
         xv: Any
         if row.get("event") == "trial" and metric == "score":
@@ -73,7 +91,7 @@ def curves(
     return out
 
 
-def summarize(rows: list[dict[str, Any]], metric: str) -> list[Line]:
+def summarize(rows: list[dict[str, Any]], metrics: dict[str, str]) -> list[Line]:
     """One :class:`Line` per (objective, label), from each seed's last evaluation."""
     ends: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     finals: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -81,10 +99,11 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> list[Line]:
         key = (row["objective"], row["label"])
         if row.get("event") == "end":
             ends[key].append(row)
-        elif row.get("event") in ("eval", "trial"):
+        elif row.get("event") == "eval":
             finals[(*key, row["seed"])] = row
     lines = []
     for key, end_rows in sorted(ends.items()):
+        metric = metrics.get(key[0], "loss")
         ok_seeds = [r["seed"] for r in end_rows if r.get("status") == "ok"]
         last = [finals[(*key, s)] for s in ok_seeds if (*key, s) in finals]
         if metric == "score":
@@ -96,6 +115,7 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> list[Line]:
             Line(
                 objective=key[0],
                 label=key[1],
+                metric=metric,
                 seeds=len(end_rows),
                 failed=len(end_rows) - len(ok_seeds),
                 mean=mean,
@@ -108,28 +128,31 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> list[Line]:
     return lines
 
 
-def format_table(lines: list[Line], metric: str) -> str:
+def format_table(lines: list[Line]) -> str:
     """A Markdown table (also readable in a terminal)."""
     header = (
-        f"| objective | optimizer | seeds | failed | final {metric} (mean ± std) |"
+        "| objective | optimizer | seeds | failed | metric | final (mean ± std) |"
         " sequential steps | grad evals | wall s |"
     )
-    out = [header, "|" + "---|" * 8]
+    out = [header, "|" + "---|" * 9]
     for ln in lines:
+        head = f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} | {ln.metric} |"
         if math.isnan(ln.mean):
-            out.append(
-                f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} | — | — | — | — |"
-            )
+            out.append(f"{head} — | — | — | — |")
+            continue
+        if math.isnan(ln.steps):  # hyperoptimizer cells: trials, no per-iteration rows
+            out.append(f"{head} {ln.mean:.4g} ± {ln.std:.2g} | — | — | — |")
             continue
         out.append(
-            f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} |"
-            f" {ln.mean:.4g} ± {ln.std:.2g} | {ln.steps:.0f} | {ln.grad_evals:.0f} |"
+            f"{head} {ln.mean:.4g} ± {ln.std:.2g} | {ln.steps:.0f} | {ln.grad_evals:.0f} |"
             f" {ln.wall_s:.3f} |"
         )
     return "\n".join(out)
 
 
-def plot(rows: list[dict[str, Any]], metric: str, x: str, path: Path, title: str = "") -> Path:
+def plot(
+    rows: list[dict[str, Any]], metrics: dict[str, str], x: str, path: Path, title: str = ""
+) -> Path:
     """Write the convergence figure (PNG): mean over seeds and a min-max band per label."""
     import matplotlib
 
@@ -137,10 +160,10 @@ def plot(rows: list[dict[str, Any]], metric: str, x: str, path: Path, title: str
     import matplotlib.pyplot as plt
     import numpy as np
 
-    data = curves(rows, metric, x)
+    data = curves(rows, metrics, x)
     objectives = sorted({obj for obj, _ in data})
     if not objectives:
-        raise ConfigError(f"no '{metric}' values against '{x}' in these results to plot")
+        raise ConfigError(f"no metric values against '{x}' in these results to plot")
     fig, axes = plt.subplots(
         1, len(objectives), figsize=(5.2 * len(objectives), 3.8), squeeze=False
     )
@@ -167,7 +190,8 @@ def plot(rows: list[dict[str, Any]], metric: str, x: str, path: Path, title: str
         if positive:
             ax.set_yscale("log")
         ax.set_title(objective)
-        ax.set_xlabel(x.replace("_", " "))
+        metric = metrics[objective]
+        ax.set_xlabel("trial" if metric == "score" else x.replace("_", " "))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -191,15 +215,18 @@ def report(
     rows = load_rows(run_dir)
     if not rows:
         raise ConfigError(f"{run_dir}: results.jsonl holds no rows yet")
-    metric = metric or default_metric(rows)
     known = {k for r in rows for k in r}
-    if metric not in known:
-        metrics = sorted(k for k in known if k not in ("task", "cell", "event", "status", "error"))
+    if metric is not None and metric not in known:
+        skip = ("task", "cell", "event", "status", "error")
+        available = sorted(k for k in known if k not in skip)
         raise ConfigError(
-            f"metric '{metric}' is not in these results; available: {', '.join(metrics)}"
+            f"metric '{metric}' is not in these results; available: {', '.join(available)}"
         )
-    table = format_table(summarize(rows, metric), metric)
+    metrics = metrics_by_objective(rows, metric)
+    table = format_table(summarize(rows, metrics))
     task = rows[0].get("task", "")
-    figure = plot(rows, metric, x, run_dir / f"{metric}-vs-{x}.png", title=task)
-    atomic_write_text(run_dir / "report.md", f"# {task}\n\n{table}\n\n![{metric}]({figure.name})\n")
+    names = sorted(set(metrics.values()))
+    stem = metric if metric is not None else (names[0] if len(names) == 1 else "metrics")
+    figure = plot(rows, metrics, x, run_dir / f"{stem}-vs-{x}.png", title=task)
+    atomic_write_text(run_dir / "report.md", f"# {task}\n\n{table}\n\n![{stem}]({figure.name})\n")
     return table, figure

@@ -38,7 +38,7 @@ def test_run_writes_results_table_and_figure(
     out = tmp_path / "out"
     assert main(["run", str(write(tmp_path, TASK)), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| rosenbrock | adam | 2 | 0 |" in printed
+    assert "| rosenbrock | adam | 2 | 0 | gap |" in printed
     assert {p.name for p in out.iterdir()} >= {
         "manifest.json",
         "results.jsonl",

@@ -46,7 +46,7 @@ def test_example_plugin_is_listed_and_runs(installed: None, tmp_path: Path) -> N
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "| zakharov | sign_sgd | 2 | 0 |" in done.stdout
+    assert "| zakharov | sign_sgd | 2 | 0 | gap |" in done.stdout
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     sign = [r for r in rows if r["label"] == "sign_sgd" and r["event"] == "eval"]
     assert sign[-1]["loss"] < sign[0]["loss"]
