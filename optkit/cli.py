@@ -94,7 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out
     if out is None and args.command == "bench":
         out = Path("runs") / task.name
-    summary = run_task(task, out, resume=args.resume)
+    cells_on = getattr(args, "executor", None) or "local"
+    summary = run_task(
+        task, out, resume=args.resume, cells_on=cells_on, ray_address=args.ray_address
+    )
     print(
         f"results: {summary.out}/results.jsonl ({summary.cells_run} cells run in"
         f" {summary.wall_s:.1f} s, {len(summary.cells_failed)} failed,"
@@ -161,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="results directory (run: runs/NAME-TIMESTAMP; bench: runs/NAME)",
         )
         p.add_argument("--resume", action="store_true", help="finish the missing cells of --out")
+        p.add_argument(
+            "--executor",
+            choices=("local", "ray"),
+            default="local",
+            help="where whole cells run: in this process, or distributed to a Ray cluster",
+        )
+        p.add_argument(
+            "--ray-address",
+            default=None,
+            help="Ray cluster for --executor ray ('auto', host:port; default: start one)",
+        )
         p.add_argument("--metric", default=None, help="metric for the table and figure")
         p.add_argument("--x", default="sequential_steps", choices=X_AXES, help="figure x axis")
         p.set_defaults(func=cmd_run)

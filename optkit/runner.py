@@ -19,11 +19,11 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -153,12 +153,26 @@ def run_loop(
     return last
 
 
-class CellRunner:
-    """Runs the cells of one task into one run directory."""
+class RowSink(Protocol):
+    """Where a :class:`CellRunner` writes rows: a :class:`RunDirectory` or a memory list."""
 
-    def __init__(
-        self, task: Task, run: RunDirectory, registry: Registry, progress: Progress
-    ) -> None:
+    def append(self, rows: Iterable[dict[str, Any]]) -> None: ...
+
+
+class MemorySink:
+    """Collects rows in memory (cells run in a remote worker return them to the driver)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+
+class CellRunner:
+    """Runs the cells of one task, writing rows to a sink (normally the run directory)."""
+
+    def __init__(self, task: Task, run: RowSink, registry: Registry, progress: Progress) -> None:
         self.task = task
         self.run = run
         self.registry = registry
@@ -181,6 +195,8 @@ class CellRunner:
 
     def build(self, cell: Cell) -> tuple[Objective, Optimizer, Executor]:
         objective = self.registry.create("objective", cell.objective.spec(), cell.objective.where)
+        # remote executors (ray) rebuild the objective from its spec instead of pickling data
+        objective.optkit_spec = cell.objective.spec()  # type: ignore[attr-defined]
         objective.prepare(self.device, self.dtype)
         optimizer = self.registry.create("optimizer", cell.optimizer.spec(), cell.optimizer.where)
         executor = self.registry.create(
@@ -219,8 +235,11 @@ class CellRunner:
             status = "failed"
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
         finally:
+            events = list(getattr(executor, "events", []))
             if executor is not None:
                 executor.close()
+        if events:  # e.g. Ray actors restarted mid-run
+            final = {**final, "executor_events": events}
         if error is not None:
             self.emit(cell, {"event": "error", "status": status, "error": error})
         self.emit(
@@ -337,7 +356,10 @@ class CellRunner:
         """Instantiate the cell's objective/optimizer with dotted ``kind.key`` overrides."""
         component = cell.objective if kind == "objective" else cell.optimizer
         spec = apply_dotted(component.spec(), kind, overrides)
-        return self.registry.create(kind, spec, f"{component.where} (trial overrides)")
+        instance = self.registry.create(kind, spec, f"{component.where} (trial overrides)")
+        if kind == "objective":
+            instance.optkit_spec = spec
+        return instance
 
 
 def apply_dotted(spec: dict[str, Any], kind: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -413,12 +435,20 @@ def run_task(
     resume: bool = False,
     registry: Registry | None = None,
     progress: Progress = stderr_progress,
+    cells_on: str = "local",
+    ray_address: str | None = None,
 ) -> RunSummary:
     """Check the task, then run every missing cell into ``out``.
+
+    ``cells_on="ray"`` distributes whole cells to a Ray cluster (``ray_address``: ``None``
+    starts a local one, ``"auto"`` joins a running one); rows stream back into ``out`` as each
+    cell finishes, so ``resume`` works the same way.
 
     Everything that can be wrong with the input (unknown plugins, bad config, no runnable
     cell, an ``out`` directory holding something else) raises before anything is written.
     """
+    if cells_on not in ("local", "ray"):
+        raise ConfigError(f"cells can run 'local' or on 'ray', not '{cells_on}'")
     registry = registry or get_registry()
     report = check_task(task, registry)
     out_path = Path(out) if out is not None else default_out(task)
@@ -439,16 +469,69 @@ def run_task(
     if summary.cells_resumed:
         progress(f"resume: {summary.cells_resumed} cells already done, {len(todo)} to run")
     t0 = time.perf_counter()
-    for number, cell in enumerate(todo, 1):
-        cell_start = time.perf_counter()
-        previous = [r for r in kept if r.get("cell") == cell.key]
-        ok, outcome = runner.run_cell(cell, previous)
-        summary.cells_run += 1
-        if not ok:
-            summary.cells_failed.append(cell.key)
-        secs = time.perf_counter() - cell_start
-        progress(f"[{number}/{len(todo)}] {cell.key}: {outcome} ({secs:.1f} s)")
+    if cells_on == "ray":
+        run_cells_remotely(task, todo, kept, run, summary, progress, ray_address)
+    else:
+        for number, cell in enumerate(todo, 1):
+            cell_start = time.perf_counter()
+            previous = [r for r in kept if r.get("cell") == cell.key]
+            ok, outcome = runner.run_cell(cell, previous)
+            summary.cells_run += 1
+            if not ok:
+                summary.cells_failed.append(cell.key)
+            secs = time.perf_counter() - cell_start
+            progress(f"[{number}/{len(todo)}] {cell.key}: {outcome} ({secs:.1f} s)")
     summary.wall_s = time.perf_counter() - t0
     run.export_csv()
     run.write_manifest(manifest_for(task, "complete", started, summary))
     return summary
+
+
+def run_cell_payload(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run one cell described by plain data and return its rows (the Ray worker's entry).
+
+    ``payload``: ``{"task": raw task dict, "source": str, "cell": key, "previous": rows}``.
+    The worker loads plugins from its own environment, exactly as the driver does.
+    """
+    from optkit.tasks import validate_task
+
+    task = validate_task(payload["task"], payload["source"])
+    cell = next(c for c in task.cells() if c.key == payload["cell"])
+    sink = MemorySink()
+    CellRunner(task, sink, get_registry(), quiet).run_cell(cell, payload["previous"])
+    return sink.rows
+
+
+def run_cells_remotely(
+    task: Task,
+    cells: list[Cell],
+    kept: list[dict[str, Any]],
+    run: RunDirectory,
+    summary: RunSummary,
+    progress: Progress,
+    address: str | None,
+) -> None:
+    """Distribute whole cells to Ray; append each cell's rows to ``run`` as it finishes."""
+    try:
+        from optkit_ray.cells import run_cells_on_ray
+    except ImportError as exc:  # pragma: no cover - the ray plugin ships with optkit
+        raise ConfigError(f"cells on Ray need the ray plugin and extra: {exc}") from None
+    payloads = [
+        {
+            "task": task.raw,
+            "source": task.source,
+            "cell": cell.key,
+            "previous": [r for r in kept if r.get("cell") == cell.key],
+        }
+        for cell in cells
+    ]
+
+    def on_result(rows: list[dict[str, Any]]) -> None:
+        run.append(rows)
+        end = rows[-1] if rows else {}
+        summary.cells_run += 1
+        if end.get("status") != "ok":
+            summary.cells_failed.append(str(end.get("cell")))
+        progress(f"[{summary.cells_run}/{len(cells)}] {end.get('cell')}: {end.get('status')}")
+
+    run_cells_on_ray(payloads, run_cell_payload, on_result, address=address)
