@@ -176,13 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="Ray cluster for --executor ray ('auto', host:port; default: start one)",
         )
         p.add_argument("--metric", default=None, help="metric for the table and figure")
-        p.add_argument("--x", default="sequential_steps", choices=X_AXES, help="figure x axis")
+        p.add_argument(
+            "--x",
+            default="sequential_steps",
+            help=f"figure x axis: {', '.join(X_AXES)} or any numeric column (e.g. episodes)",
+        )
         p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="table and convergence figure of a results directory")
     p.add_argument("dir", help="results directory")
     p.add_argument("--metric", default=None, help="metric (default: gap, else loss)")
-    p.add_argument("--x", default="sequential_steps", choices=X_AXES, help="figure x axis")
+    p.add_argument(
+        "--x",
+        default="sequential_steps",
+        help=f"figure x axis: {', '.join(X_AXES)} or any numeric column (e.g. episodes)",
+    )
     p.set_defaults(func=cmd_report)
 
     try:

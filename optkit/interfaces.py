@@ -83,10 +83,14 @@ class Objective(Plugin, abc.ABC):
         vmappable: ``True`` when ``loss`` can run under ``torch.func.vmap`` (no data-dependent
             Python control flow, no in-place ops on inputs, no ``.item()``).
         stochastic: ``True`` when ``sample_batch`` draws random minibatches / noise.
+        stateful_sampling: ``True`` when ``sample_batch`` advances state of the objective's
+            own (an RL environment, a replay buffer): reproducibility then means that a run
+            restarted from the same seed (``init_params`` again) draws the same batches.
     """
 
     kind: ClassVar[str] = "objective"
     vmappable: ClassVar[bool] = True
+    stateful_sampling: ClassVar[bool] = False
     stochastic: bool = False
     optimum: float | None = None
 

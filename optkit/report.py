@@ -36,6 +36,10 @@ class Line:
     wall_s: float
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -209,12 +213,16 @@ def report(
     run_dir: str | Path, *, metric: str | None = None, x: str = "sequential_steps"
 ) -> tuple[str, Path]:
     """Write ``report.md`` and ``<metric>-vs-<x>.png`` into ``run_dir``; return (table, figure)."""
-    if x not in X_AXES:
-        raise ConfigError(f"unknown x axis '{x}'; valid: {', '.join(X_AXES)}")
     run_dir = Path(run_dir)
     rows = load_rows(run_dir)
     if not rows:
         raise ConfigError(f"{run_dir}: results.jsonl holds no rows yet")
+    numeric = {k for r in rows if r.get("event") == "eval" for k, v in r.items() if _is_number(v)}
+    if x not in X_AXES and x not in numeric:
+        raise ConfigError(
+            f"unknown x axis '{x}'; valid: {', '.join(X_AXES)}, or a numeric column of these"
+            f" results ({', '.join(sorted(numeric - set(X_AXES)))})"
+        )
     known = {k for r in rows for k in r}
     if metric is not None and metric not in known:
         skip = ("task", "cell", "event", "status", "error")

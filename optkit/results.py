@@ -41,7 +41,7 @@ FIRST_COLUMNS = [
     "grad_evals",
     "wall_s",
     "loss",
-    "train_loss",
+    "minibatch_loss",
 ]
 
 

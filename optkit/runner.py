@@ -106,7 +106,7 @@ def run_loop(
     state = optimizer.init(params)
     oracle = Oracle(objective, executor, generator)
     wall = 0.0
-    train_loss = float("nan")
+    minibatch_loss = float("nan")
     last_report = time.perf_counter()
 
     def evaluation(iteration: int, extras: dict[str, float]) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def run_loop(
             "sequential_steps": oracle.sequential_steps,
             "grad_evals": oracle.grad_evals,
             "wall_s": wall,
-            "train_loss": train_loss,
+            "minibatch_loss": minibatch_loss,
             **{k: float(v) for k, v in metrics.items()},
             **extras,
         }
@@ -133,9 +133,9 @@ def run_loop(
         params, state, info = optimizer.step(params, state, oracle)
         _sync(device)
         wall += time.perf_counter() - start
-        train_loss = info.loss
-        if not math.isfinite(train_loss) and not math.isnan(info.loss):
-            raise DivergenceError(f"training loss {train_loss} at iteration {iteration}")
+        minibatch_loss = info.loss
+        if math.isinf(minibatch_loss):
+            raise DivergenceError(f"minibatch loss {minibatch_loss} at iteration {iteration}")
         out_of_time = budget.time_s is not None and wall >= budget.time_s
         final = iteration == budget.iterations or out_of_time
         if iteration % budget.eval_every == 0 or final:
@@ -186,7 +186,8 @@ class CellRunner:
             "cell": cell.key,
             "objective": cell.objective.label,
             "optimizer": cell.optimizer.name,
-            "label": cell.optimizer.label,
+            "label": cell.label,
+            "hyperoptimizer": cell.hyperoptimizer.name if cell.hyperoptimizer else None,
             "seed": cell.seed,
         }
 
@@ -212,8 +213,8 @@ class CellRunner:
         final: dict[str, Any] = {}
         executor: Executor | None = None
         try:
-            objective, optimizer, executor = self.build(cell)
-            if self.task.hyperoptimizer is None:
+            if cell.hyperoptimizer is None:
+                objective, optimizer, executor = self.build(cell)
                 final = run_loop(
                     objective,
                     optimizer,
@@ -226,7 +227,8 @@ class CellRunner:
                     what=cell.key,
                 )
             else:
-                final = self.run_hyper_cell(cell, objective, previous_rows)
+                # the hyperoptimizer builds its inner problems itself (no idle model copy)
+                final = self.run_hyper_cell(cell, previous_rows)
         except DivergenceError as exc:
             status, error = "diverged", str(exc)
         except OptkitError as exc:
@@ -258,11 +260,9 @@ class CellRunner:
         value = final.get(self.task.score)
         return True, f"{self.task.score} {value:.4g}" if isinstance(value, float) else "ok"
 
-    def run_hyper_cell(
-        self, cell: Cell, objective: Objective, previous_rows: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        assert self.task.hyperoptimizer is not None
-        spec = self.task.hyperoptimizer
+    def run_hyper_cell(self, cell: Cell, previous_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        assert cell.hyperoptimizer is not None
+        spec = cell.hyperoptimizer
         hyper: HyperOptimizer = self.registry.create("hyperoptimizer", spec.spec(), spec.where)
         trial_counter = [len([r for r in previous_rows if r.get("event") == "trial"])]
 
@@ -349,7 +349,7 @@ class CellRunner:
             "best_config": result.best_config,
             "best_score": result.best_score,
             "trials": len(result.trials),
-            **{k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))},
+            **{k: v for k, v in result.extras.items() if _json_plain(v)},
         }
 
     def create_inner(self, kind: str, cell: Cell, overrides: Mapping[str, Any]) -> Any:
@@ -360,6 +360,17 @@ class CellRunner:
         if kind == "objective":
             instance.optkit_spec = spec
         return instance
+
+
+def _json_plain(value: Any) -> bool:
+    """Numbers, strings, and lists/dicts of them: what an ``end`` row can carry as is."""
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_json_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_plain(v) for k, v in value.items())
+    return False
 
 
 def apply_dotted(spec: dict[str, Any], kind: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -404,7 +415,7 @@ def manifest_for(
             "objectives": [vars(s) for s in task.objectives],
             "optimizers": [vars(s) for s in task.optimizers],
             "executor": vars(task.executor),
-            "hyperoptimizer": vars(task.hyperoptimizer) if task.hyperoptimizer else None,
+            "hyperoptimizers": [vars(h) for h in task.hyperoptimizers],
         },
         "versions": environment.package_versions(),
         "git_revision": environment.git_revision(source_dir),

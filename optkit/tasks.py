@@ -9,7 +9,7 @@ A task file is TOML::
     optimizers = [ { name = "adam", lr = 0.01 },          # or optimizer = { ... }
                    { name = "adam", lr = 0.03, label = "adam-lr0.03" } ]
     executor = { name = "vmap" }                          # optional (default: serial)
-    hyperoptimizer = { name = "random_search", ... }      # optional
+    hyperoptimizer = { name = "random_search", ... }      # optional; or hyperoptimizers = [...]
     device = "cpu"                                        # optional: cpu | cuda | auto
     dtype = "float32"                                     # optional: float32 | float64 | bfloat16
 
@@ -43,6 +43,7 @@ TOP_LEVEL_KEYS = {
     "optimizers": "list of optimizer tables",
     "executor": "table with 'name' (serial, vmap, ...)",
     "hyperoptimizer": "table with 'name' and the hyperoptimizer's config",
+    "hyperoptimizers": "list of hyperoptimizer tables (a matrix dimension, like optimizers)",
     "score": "metric a hyperoptimizer minimizes (default 'loss'; max-metrics are negated)",
     "device": "cpu | cuda | auto",
     "dtype": "float32 | float64 | bfloat16",
@@ -89,15 +90,23 @@ class Budget:
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the matrix: an objective, an optimizer and a seed."""
+    """One run of the matrix: an objective, an optimizer (and a hyperoptimizer) and a seed."""
 
     objective: ComponentSpec
     optimizer: ComponentSpec
     seed: int
+    hyperoptimizer: ComponentSpec | None = None
+
+    @property
+    def label(self) -> str:
+        """The method's label in results: the optimizer's, prefixed by the hyperoptimizer's."""
+        if self.hyperoptimizer is None:
+            return self.optimizer.label
+        return f"{self.hyperoptimizer.label}:{self.optimizer.label}"
 
     @property
     def key(self) -> str:
-        return f"{self.objective.label}|{self.optimizer.label}|{self.seed}"
+        return f"{self.objective.label}|{self.label}|{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -111,15 +120,22 @@ class Task:
     objectives: list[ComponentSpec]
     optimizers: list[ComponentSpec]
     executor: ComponentSpec
-    hyperoptimizer: ComponentSpec | None
+    hyperoptimizers: list[ComponentSpec]
     device: str
     dtype: str
     score: str
     raw: dict[str, Any] = field(repr=False)
 
     def cells(self) -> list[Cell]:
-        """The matrix, objective-major, then optimizer, then seed."""
-        return [Cell(o, p, s) for o in self.objectives for p in self.optimizers for s in self.seeds]
+        """The matrix, objective-major, then hyperoptimizer, optimizer, seed."""
+        hypers: list[ComponentSpec | None] = list(self.hyperoptimizers) or [None]
+        return [
+            Cell(o, p, s, h)
+            for o in self.objectives
+            for h in hypers
+            for p in self.optimizers
+            for s in self.seeds
+        ]
 
     @property
     def fingerprint(self) -> str:
@@ -250,9 +266,9 @@ def validate_task(raw: dict[str, Any], source: str) -> Task:
     optimizers = _components(raw, "optimizer", "optimizers", source, required=True)
     executor_raw = raw.get("executor", {"name": "serial"})
     executor = _component(executor_raw, "executor", f"{source}: executor")
-    hyper = None
-    if "hyperoptimizer" in raw:
-        hyper = _component(raw["hyperoptimizer"], "hyperoptimizer", f"{source}: hyperoptimizer")
+    hypers: list[ComponentSpec] = []
+    if "hyperoptimizer" in raw or "hyperoptimizers" in raw:
+        hypers = _components(raw, "hyperoptimizer", "hyperoptimizers", source, required=True)
     device = raw.get("device", "cpu")
     if device not in DEVICES and not (isinstance(device, str) and device.startswith("cuda:")):
         raise _fail(
@@ -274,7 +290,7 @@ def validate_task(raw: dict[str, Any], source: str) -> Task:
         objectives=objectives,
         optimizers=optimizers,
         executor=executor,
-        hyperoptimizer=hyper,
+        hyperoptimizers=hypers,
         device=device,
         dtype=dtype,
         score=score,
@@ -363,26 +379,27 @@ def check_task(task: Task, registry: Registry | None = None) -> CheckReport:
     objectives = {s.label: registry.create("objective", s.spec(), s.where) for s in task.objectives}
     optimizers = {s.label: registry.create("optimizer", s.spec(), s.where) for s in task.optimizers}
     executor = registry.create("executor", task.executor.spec(), task.executor.where)
-    hyper = None
-    if task.hyperoptimizer is not None:
-        h = task.hyperoptimizer
-        hyper = registry.create("hyperoptimizer", h.spec(), h.where)
+    hypers = {
+        h.label: registry.create("hyperoptimizer", h.spec(), h.where) for h in task.hyperoptimizers
+    }
     runnable: list[Cell] = []
     skipped: list[tuple[Cell, str]] = []
     for cell in task.cells():
         objective = objectives[cell.objective.label]
         optimizer = optimizers[cell.optimizer.label]
-        reasons = []
-        for who, support in (
+        checks = [
             (f"optimizer '{cell.optimizer.label}'", optimizer.supports(objective)),
             (f"executor '{task.executor.name}'", executor.supports(objective)),
-            (
-                f"hyperoptimizer '{task.hyperoptimizer.name if task.hyperoptimizer else ''}'",
-                hyper.supports(objective, optimizer) if hyper is not None else None,
-            ),
-        ):
-            if support is not None and not support.ok:
-                reasons.append(f"{who}: {support.reason}")
+        ]
+        if cell.hyperoptimizer is not None:
+            hyper = hypers[cell.hyperoptimizer.label]
+            checks.append(
+                (
+                    f"hyperoptimizer '{cell.hyperoptimizer.label}'",
+                    hyper.supports(objective, optimizer),
+                )
+            )
+        reasons = [f"{who}: {support.reason}" for who, support in checks if not support.ok]
         if reasons:
             skipped.append((cell, "; ".join(reasons)))
         else:

@@ -1,1 +1,2 @@
-"""Built-in plugin optkit_hpo (see docs)."""
+"""Built-in plugin ``optkit_hpo``: black-box hyperparameter optimization (random search and
+BoTorch Bayesian optimization) over search spaces declared in task files (see docs/hpo.md)."""

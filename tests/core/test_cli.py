@@ -55,7 +55,7 @@ def test_run_writes_results_table_and_figure(
     last = [r for r in evals if r["cell"] == "rosenbrock|adam|1"][-1]
     assert last["iteration"] == 20 and last["sequential_steps"] == 20 and last["grad_evals"] == 20
     assert last["loss"] < next(r for r in evals if r["cell"] == "rosenbrock|adam|1")["loss"]
-    for key in ("objective", "optimizer", "label", "seed", "wall_s", "gap", "train_loss"):
+    for key in ("objective", "optimizer", "label", "seed", "wall_s", "gap", "minibatch_loss"):
         assert key in last
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert header[:6] == ["task", "cell", "objective", "optimizer", "label", "seed"]

@@ -1,0 +1,106 @@
+"""A LoRA fine-tune of a text objective with any optkit optimizer, timed and recorded.
+
+Shared by Flexora's third stage and the baselines. The loop is the runner's: one
+``optimizer.step`` per iteration through an :class:`optkit.oracle.Oracle` (serial executor),
+so any registered optimizer (AdamW, OptEx, ...) trains the adapters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from optkit.interfaces import Optimizer, Params
+from optkit.oracle import Oracle
+
+
+@dataclass
+class FinetuneResult:
+    """Final metrics of a fine-tune.
+
+    ``test_accuracy`` / ``test_loss`` on the objective's test split, ``val_accuracy`` /
+    ``val_loss`` on its validation split, ``trainable_params`` (count), ``layers`` trained,
+    ``seconds`` of the training loop (evaluation excluded), ``peak_memory_mb`` (CUDA only).
+    """
+
+    test_accuracy: float
+    test_loss: float
+    val_accuracy: float
+    val_loss: float
+    trainable_params: int
+    layers: list[int]
+    seconds: float
+    peak_memory_mb: float
+    params: Params = field(repr=False, default_factory=dict)
+
+    def metrics(self, prefix: str = "") -> dict[str, Any]:
+        return {
+            f"{prefix}test_accuracy": self.test_accuracy,
+            f"{prefix}test_loss": self.test_loss,
+            f"{prefix}val_accuracy": self.val_accuracy,
+            f"{prefix}val_loss": self.val_loss,
+            f"{prefix}trainable_params": self.trainable_params,
+            f"{prefix}layers_trained": len(self.layers),
+            f"{prefix}finetune_s": self.seconds,
+            f"{prefix}peak_memory_mb": self.peak_memory_mb,
+        }
+
+
+def serial_executor() -> Any:
+    import optkit
+
+    return optkit.get_registry().create("executor", {"name": "serial"}, "flexora")
+
+
+def run_finetune(
+    objective: Any,
+    optimizer: Optimizer,
+    steps: int,
+    generator: torch.Generator,
+    record: Callable[[dict[str, Any]], None],
+    label: str,
+    after_update: Callable[[int, Params, Params], Params] | None = None,
+) -> FinetuneResult:
+    """Train ``objective`` (prepared) for ``steps`` iterations, then evaluate.
+
+    Args:
+        after_update: ``(step, new_params, grads) -> params`` called after every update (AdaLoRA's
+            rank allocation); needs a first-order optimizer (its bare ``update``).
+    """
+    device = objective.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    params = objective.init_params(generator)
+    state = optimizer.init(params)
+    oracle = Oracle(objective, serial_executor(), generator)
+    start = time.perf_counter()
+    for step in range(steps):
+        if after_update is None:
+            params, state, info = optimizer.step(params, state, oracle)
+            loss = info.loss
+        else:
+            evaluation = oracle.evaluate([params])
+            grads = evaluation.grads[0]
+            params, state = optimizer.update(params, grads, state)  # type: ignore[attr-defined]
+            params = after_update(step, params, grads)
+            loss = float(evaluation.losses[0])
+        record({"stage": label, "step": step, "train_loss": loss,
+                "elapsed_s": time.perf_counter() - start})
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    test = objective.evaluate_split(params, "test")
+    val = objective.evaluate_split(params, "validation")
+    layers = objective.layers if objective.layers is not None else list(
+        range(objective.num_layers))
+    result = FinetuneResult(
+        test["accuracy"], test["loss"], val["accuracy"], val["loss"],
+        objective.trainable_parameter_count(), list(layers), seconds, peak, params,
+    )
+    record({"stage": f"{label}-result", **result.metrics()})
+    return result

