@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBLEMS: dict[str, dict[str, str]] = {
     "mnist": {
         "title": "Adam on an MLP, 5k real MNIST digits",
-        "setting": "an MLP on 5,000 real MNIST digits (4k train / 1k test), 100 Adam iterations"
-        " of minibatch 64 per trial; score = final held-out loss. Space: `optimizer.lr` in"
+        "setting": "an MLP on 5,000 real MNIST digits (3.5k train / 500 validation / 1k test),"
+        " 100 Adam iterations of minibatch 64 per trial; score = final validation loss (the"
+        " test split is never used for selection). Space: `optimizer.lr` in"
         " [1e-5, 1] (log), `optimizer.betas.0` in [0.5, 0.99], `optimizer.betas.1` in"
         " [0.9, 0.9999]",
         "trial": "100 Adam iterations of an MNIST MLP",

@@ -10,3 +10,7 @@ from optkit_baselines.torch_optim import TORCH_OPTIMIZERS
 def optkit_register_optimizers(register: Register) -> None:
     for cls in TORCH_OPTIMIZERS:
         register(cls)
+    from optkit_baselines.parallel import DataParallel, Target
+
+    register(Target)
+    register(DataParallel)

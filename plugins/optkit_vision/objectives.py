@@ -50,6 +50,7 @@ class ImageClassification(Objective):
         eval_train_size: int = 2000,
         eval_test_size: int | None = None,
         eval_batch_size: int = 1000,
+        val_size: int = 0,
     ) -> None:
         """Args:
         model: ``"cnn"`` (small CNN) or ``"mlp"``.
@@ -61,6 +62,9 @@ class ImageClassification(Objective):
         eval_test_size: test images used for ``loss`` / ``test_error`` (``None``: all; a
             smaller number only to keep CPU smoke runs short).
         eval_batch_size: chunk size of the evaluation forward passes (memory bound).
+        val_size: hold out the last ``val_size`` training images as a validation split
+            (never trained on) and report ``val_loss`` / ``val_error``: the score a
+            hyperoptimizer should select on, so the test split stays untouched.
         """
         where = f"objective '{self.name}'"
         if model not in MODELS:
@@ -75,6 +79,8 @@ class ImageClassification(Objective):
         ):
             if value is not None and value < 1:
                 raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
+        if val_size < 0:
+            raise ConfigError(f"{where}: val_size must be >= 0, got {val_size}")
         if image_size is not None:
             check_image_size(model, (1, image_size, image_size), f"{where}, image_size")
         self.model = model
@@ -84,6 +90,7 @@ class ImageClassification(Objective):
         self.eval_train_size = eval_train_size
         self.eval_test_size = eval_test_size
         self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
         self._prepared: tuple[torch.device, torch.dtype] | None = None
 
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
@@ -101,9 +108,23 @@ class ImageClassification(Objective):
                     " training images"
                 )
             x_train, y_train = x_train[: self.train_size], y_train[: self.train_size]
+        if self.val_size >= len(y_train):
+            raise ConfigError(
+                f"{where}: val_size {self.val_size} leaves no training images out of"
+                f" {len(y_train)}; use a smaller val_size"
+            )
+        x_val, y_val = (
+            x_train[len(y_train) - self.val_size :],
+            y_train[len(y_train) - self.val_size :],
+        )
+        x_train, y_train = (
+            x_train[: len(y_train) - self.val_size],
+            y_train[: len(y_train) - self.val_size],
+        )
         x_test = torch.from_numpy(data.x_test)[: self.eval_test_size]
         if self.image_size is not None:
             x_train, x_test = _resize(x_train, self.image_size), _resize(x_test, self.image_size)
+            x_val = _resize(x_val, self.image_size)
         shape = (int(x_train.shape[1]), int(x_train.shape[2]), int(x_train.shape[3]))
         check_image_size(self.model, shape, where)
         self.module = build_model(self.model, shape, len(data.classes))
@@ -111,6 +132,7 @@ class ImageClassification(Objective):
         self.y_train = y_train.to(device)
         self.x_test = x_test.to(device)
         self.y_test = torch.from_numpy(data.y_test)[: self.eval_test_size].to(device)
+        self.x_val, self.y_val = x_val.to(device), y_val.to(device)
         mean, std = _channel_stats(x_train)
         self.mean = mean.reshape(-1, 1, 1).to(device, dtype)
         self.std = std.reshape(-1, 1, 1).clamp_min(1e-3).to(device, dtype)
@@ -152,14 +174,19 @@ class ImageClassification(Objective):
         test_loss, wrong = self._sums(params, self.x_test, self.y_test)
         n_tr = min(self.eval_train_size, int(self.y_train.shape[0]))
         train_loss, _ = self._sums(params, self.x_train[:n_tr], self.y_train[:n_tr])
-        return {
+        metrics = {
             "loss": test_loss / n_test,
             "test_error": wrong / n_test,
             "train_loss": train_loss / n_tr,
         }
+        if self.val_size:
+            val_loss, val_wrong = self._sums(params, self.x_val, self.y_val)
+            metrics.update(val_loss=val_loss / self.val_size, val_error=val_wrong / self.val_size)
+        return metrics
 
     def metric_direction(self) -> dict[str, str]:
-        return {"loss": "min", "test_error": "min", "train_loss": "min"}
+        directions = ("loss", "test_error", "train_loss", "val_loss", "val_error")
+        return dict.fromkeys(directions, "min")
 
 
 def _channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +226,10 @@ class FashionMNIST(ImageClassification):
     name: ClassVar[str] = "fashion_mnist"
     test_marks: ClassVar[tuple[str, ...]] = ("vision",)
     test_config: ClassVar[dict[str, Any]] = {
-        "batch_size": 8, "model": "mlp", "eval_train_size": 100, "eval_test_size": 500,
+        "batch_size": 8,
+        "model": "mlp",
+        "eval_train_size": 100,
+        "eval_test_size": 500,
     }
     summary: ClassVar[str] = "Fashion-MNIST 60k train / 10k test, CNN or MLP"
     dataset = "fashion_mnist"
@@ -212,7 +242,9 @@ class CIFAR10(ImageClassification):
     name: ClassVar[str] = "cifar10"
     test_marks: ClassVar[tuple[str, ...]] = ("vision", "slow")  # first fetch: a 358 MB sdist
     test_config: ClassVar[dict[str, Any]] = {
-        "batch_size": 8, "eval_train_size": 100, "eval_test_size": 200,
+        "batch_size": 8,
+        "eval_train_size": 100,
+        "eval_test_size": 200,
     }
     summary: ClassVar[str] = "CIFAR-10 10k images (8k train / 2k test, fixed split), CNN or MLP"
     dataset = "cifar10"

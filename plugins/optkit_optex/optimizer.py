@@ -1,0 +1,178 @@
+"""The ``optex`` optimizer: approximately parallelized iterations of a first-order method.
+
+One iteration with parallelism N (Shu et al., arXiv 2402.11427, Alg. 1), from iterate
+``theta_0`` with base state ``S_0``:
+
+1. fit the kernel gradient estimator on the history and cache its solve
+   (:meth:`KernelGradientEstimator.begin`);
+2. N-1 *proxy* steps in sequence, each fed the estimate at the current proxy point:
+   ``(theta_s, S_s) = base.update(theta_{s-1}, mu(theta_{s-1}), S_{s-1})``;
+3. ONE parallel round: ``oracle.evaluate([theta_0 .. theta_{N-1}])`` (the executor batches
+   them; ``vmap`` makes it one call): sequential_steps += 1, grad_evals += N;
+4. the N true pairs enter the history; the next iterate is the true base step from
+   ``theta_{N-1}`` (``next_iterate = "last"``, the released rule) or from the point with the
+   lowest observed loss (``"best"``). Only the chosen point's true step is computed: the
+   others would be discarded.
+
+With an empty history (the first iteration) there is no estimate: all N points are
+``theta_0`` (N gradient samples at one point) and the iteration is one true step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from optkit_baselines.parallel import build_base, check_parallelism
+
+from optkit.errors import ConfigError
+from optkit.interfaces import FirstOrderOptimizer, Objective, Optimizer, Params, StepInfo, Support
+from optkit.oracle import Oracle
+from optkit_optex.estimator import FitMode, KernelGradientEstimator, validate_estimator_config
+from optkit_optex.flat import Flattener
+
+
+@dataclass
+class OptExState:
+    """Base optimizer state, the estimator (history) and the params layout."""
+
+    base_state: Any
+    estimator: KernelGradientEstimator
+    flat: Flattener
+    iteration: int = 0
+
+
+class OptEx(Optimizer):
+    """OptEx over any registered first-order base optimizer (see the module docstring)."""
+
+    name: ClassVar[str] = "optex"
+    summary: ClassVar[str] = (
+        "OptEx: N-1 proxy steps on kernel-estimated gradients + one parallel round of N"
+    )
+
+    def __init__(
+        self,
+        *,
+        base: str = "adam",
+        base_config: dict[str, Any] | None = None,
+        parallelism: int = 5,
+        history: int = 50,
+        next_iterate: Literal["last", "best"] = "last",
+        proxy_updates_state: bool = True,
+        kernel: str = "matern52",
+        fit: FitMode = "heuristic",
+        lengthscale: float | None = None,
+        noise: float | None = None,
+        fit_coords: int = 128,
+        refit_every: int = 1,
+        mll_steps: int = 30,
+        seed: int = 0,
+    ) -> None:
+        """Args:
+        base / base_config: a registered first-order optimizer and its keyword config.
+        parallelism: N >= 1 points per parallel round (N = 1 is the base optimizer).
+        history: T0 >= 2 (point, gradient) pairs kept for the estimator.
+        next_iterate: ``"last"`` (true step from the last proxy point) or ``"best"``.
+        proxy_updates_state: carry the base state (Adam moments, step count) through the
+            proxy steps (released behaviour); ``False`` runs them on a copy and takes the true
+            step from the iteration's starting state.
+        kernel, fit, lengthscale, noise, fit_coords, refit_every, mll_steps: estimator
+            options, see :class:`~optkit_optex.estimator.KernelGradientEstimator`.
+        seed: seed of the estimator's coordinate subsample.
+        """
+        check_parallelism(parallelism, self.name)
+        if next_iterate not in ("last", "best"):
+            raise ConfigError(
+                f"optimizer 'optex': next_iterate must be 'last' or 'best', got {next_iterate!r}"
+            )
+        validate_estimator_config(
+            history=history,
+            kernel=kernel,
+            fit=fit,
+            lengthscale=lengthscale,
+            noise=noise,
+            fit_coords=fit_coords,
+            refit_every=refit_every,
+            mll_steps=mll_steps,
+        )
+        self.base: FirstOrderOptimizer = build_base(base, base_config, self.name)
+        self.parallelism, self.history = parallelism, history
+        self.next_iterate, self.proxy_updates_state = next_iterate, proxy_updates_state
+        self.estimator_options: dict[str, Any] = dict(
+            kernel=kernel,
+            fit=fit,
+            lengthscale=lengthscale,
+            noise=noise,
+            fit_coords=fit_coords,
+            refit_every=refit_every,
+            mll_steps=mll_steps,
+            seed=seed,
+        )
+
+    def supports(self, objective: Objective) -> Support:
+        return self.base.supports(objective)
+
+    def init(self, params: Params) -> OptExState:
+        flat = Flattener(params)
+        first = next(iter(params.values()))
+        estimator = KernelGradientEstimator(
+            flat.dim,
+            self.history,
+            device=first.device,
+            dtype=first.dtype,
+            **self.estimator_options,
+        )
+        return OptExState(self.base.init(params), estimator, flat)
+
+    def step(
+        self, params: Params, state: OptExState, oracle: Oracle
+    ) -> tuple[Params, OptExState, StepInfo]:
+        est, flat, n = state.estimator, state.flat, self.parallelism
+        state.iteration += 1
+        est.begin(flat.flatten(params))
+        points: list[Params] = [params]
+        saved: list[Any] = []  # base state at each point (only for next_iterate = "best")
+        if est.mode == "empty" or n == 1:
+            points = [params] * n
+            run_state = state.base_state
+        else:
+            run_state = (
+                state.base_state
+                if self.proxy_updates_state
+                else self.base.clone_state(state.base_state)
+            )
+            current = params
+            for _ in range(n - 1):
+                if self.next_iterate == "best" and self.proxy_updates_state:
+                    saved.append(self.base.clone_state(run_state))
+                mu = flat.unflatten(est.query(flat.flatten(current)))
+                current, run_state = self.base.update(current, mu, run_state)
+                points.append(current)
+        evaluation = oracle.evaluate(points)
+        est.append(
+            torch.stack([flat.flatten(p) for p in points]),
+            torch.stack([flat.flatten(g) for g in evaluation.grads]),
+            iteration=state.iteration,
+        )
+        j = n - 1
+        if self.next_iterate == "best":
+            j = int(torch.argmin(evaluation.losses))
+        if not self.proxy_updates_state:
+            true_state = state.base_state
+        elif j == n - 1 or not saved:
+            true_state = run_state
+        else:
+            true_state = saved[j]
+        new_params, state.base_state = self.base.update(points[j], evaluation.grads[j], true_state)
+        hyper = est.hyper
+        extras = {
+            "optex_chosen": float(j),
+            "optex_history": float(est.size),
+            "optex_fallbacks": float(est.fallbacks),
+            "optex_jitter": est.jitter,
+            "optex_lengthscale": hyper.lengthscale if hyper else float("nan"),
+            "optex_noise": hyper.noise if hyper else float("nan"),
+            "optex_min_loss": float(evaluation.losses.min()),
+        }
+        return new_params, state, StepInfo(loss=float(evaluation.losses[0]), extras=extras)
