@@ -34,6 +34,7 @@ class Line:
     steps: float
     grad_evals: float
     wall_s: float
+    to_reference: str = "—"
 
 
 def _is_number(value: Any) -> bool:
@@ -96,7 +97,8 @@ def curves(
 
 
 def summarize(rows: list[dict[str, Any]], metrics: dict[str, str]) -> list[Line]:
-    """One :class:`Line` per (objective, label), from each seed's last evaluation."""
+    """One :class:`Line` per (objective, label) in task order, from each seed's last
+    evaluation."""
     ends: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     finals: dict[tuple[str, str, int], dict[str, Any]] = {}
     for row in rows:
@@ -106,7 +108,7 @@ def summarize(rows: list[dict[str, Any]], metrics: dict[str, str]) -> list[Line]
         elif row.get("event") == "eval":
             finals[(*key, row["seed"])] = row
     lines = []
-    for key, end_rows in sorted(ends.items()):
+    for key, end_rows in ends.items():  # task order: the first method is the reference
         metric = metrics.get(key[0], "loss")
         ok_seeds = [r["seed"] for r in end_rows if r.get("status") == "ok"]
         last = [finals[(*key, s)] for s in ok_seeds if (*key, s) in finals]
@@ -129,27 +131,81 @@ def summarize(rows: list[dict[str, Any]], metrics: dict[str, str]) -> list[Line]
                 wall_s=_mean_std([r.get("wall_s") or 0.0 for r in last])[0],
             )
         )
+    add_steps_to_reference(rows, metrics, lines)
     return lines
+
+
+def add_steps_to_reference(
+    rows: list[dict[str, Any]], metrics: dict[str, str], lines: list[Line]
+) -> None:
+    """Fill ``Line.to_reference``: the sequential steps each method needs to reach the final
+    value of the objective's first method, the reference (e.g. vanilla), seed by seed.
+
+    Mean over seeds of the first evaluation that reaches the reference's final value for that
+    seed; ``never (k/n)`` when k of n seeds never do. The comparison follows the metric's
+    direction as the objective declared it.
+    """
+    directions: dict[str, dict[str, str]] = {}
+    series: dict[tuple[str, str, int], list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        if row.get("event") == "end" and isinstance(row.get("directions"), dict):
+            directions[row["objective"]] = row["directions"]
+        elif row.get("event") == "eval":
+            metric = metrics.get(row["objective"], "loss")
+            value, steps = row.get(metric), row.get("sequential_steps")
+            if value is not None and steps is not None:
+                key = (row["objective"], row["label"], row["seed"])
+                series[key].append((float(steps), float(value)))
+    first_label: dict[str, str] = {}
+    for row in rows:
+        first_label.setdefault(row["objective"], row["label"])
+    references = {ln.objective: ln for ln in lines if ln.label == first_label.get(ln.objective)}
+    for line in lines:
+        ref = references.get(line.objective)
+        metric = metrics.get(line.objective, "loss")
+        if ref is None or metric == "score" or math.isnan(ref.mean):
+            continue
+        maximize = directions.get(line.objective, {}).get(metric, "min") == "max"
+        reached, missed = [], 0
+        for (objective, label, seed), points in series.items():
+            if objective != line.objective or label != line.label:
+                continue
+            # paired by seed: the reference's own final value for this seed (else the mean)
+            ref_points = series.get((objective, ref.label, seed))
+            target = max(ref_points)[1] if ref_points else ref.mean
+            hits = [
+                steps
+                for steps, value in sorted(points)
+                if (value >= target if maximize else value <= target)
+            ]
+            if hits:
+                reached.append(hits[0])
+            else:
+                missed += 1
+        if missed:
+            line.to_reference = f"never ({missed}/{missed + len(reached)})"
+        elif reached:
+            line.to_reference = f"{statistics.fmean(reached):.1f}"
 
 
 def format_table(lines: list[Line]) -> str:
     """A Markdown table (also readable in a terminal)."""
     header = (
         "| objective | optimizer | seeds | failed | metric | final (mean ± std) |"
-        " sequential steps | grad evals | wall s |"
+        " sequential steps | steps to reference's final | grad evals | wall s |"
     )
-    out = [header, "|" + "---|" * 9]
+    out = [header, "|" + "---|" * 10]
     for ln in lines:
         head = f"| {ln.objective} | {ln.label} | {ln.seeds} | {ln.failed} | {ln.metric} |"
         if math.isnan(ln.mean):
-            out.append(f"{head} — | — | — | — |")
+            out.append(f"{head} — | — | — | — | — |")
             continue
         if math.isnan(ln.steps):  # hyperoptimizer cells: trials, no per-iteration rows
-            out.append(f"{head} {ln.mean:.4g} ± {ln.std:.2g} | — | — | — |")
+            out.append(f"{head} {ln.mean:.4g} ± {ln.std:.2g} | — | — | — | — |")
             continue
         out.append(
-            f"{head} {ln.mean:.4g} ± {ln.std:.2g} | {ln.steps:.0f} | {ln.grad_evals:.0f} |"
-            f" {ln.wall_s:.3f} |"
+            f"{head} {ln.mean:.4g} ± {ln.std:.2g} | {ln.steps:.0f} | {ln.to_reference} |"
+            f" {ln.grad_evals:.0f} | {ln.wall_s:.3f} |"
         )
     return "\n".join(out)
 

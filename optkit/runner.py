@@ -226,6 +226,7 @@ class CellRunner:
                     progress=self.progress,
                     what=cell.key,
                 )
+                final = {**final, "directions": objective.metric_direction()}
             else:
                 # the hyperoptimizer builds its inner problems itself (no idle model copy)
                 final = self.run_hyper_cell(cell, previous_rows)
