@@ -58,11 +58,9 @@ def check_parallelism(parallelism: int, owner: str) -> None:
         raise ConfigError(f"optimizer '{owner}': parallelism must be >= 1, got {parallelism}")
 
 
-class Target(Optimizer):
-    """Ideal parallel: N sequential true-gradient base steps per counted round."""
-
-    name: ClassVar[str] = "target"
-    summary: ClassVar[str] = "ideal parallel upper bound: N true-gradient base steps per round"
+class ParallelBaseline(Optimizer):
+    """Common part of the N-worker baselines: a registered first-order ``base`` rule (with its
+    ``base_config``) and the number of workers N; subclasses define one iteration."""
 
     def __init__(
         self,
@@ -73,7 +71,7 @@ class Target(Optimizer):
     ) -> None:
         """Args:
         base: a registered first-order optimizer; base_config: its keyword config.
-        parallelism: N >= 1 base steps per iteration.
+        parallelism: N >= 1 workers (gradient evaluations per iteration).
         """
         check_parallelism(parallelism, self.name)
         self.base = build_base(base, base_config, self.name)
@@ -84,6 +82,13 @@ class Target(Optimizer):
 
     def supports(self, objective: Objective) -> Support:
         return self.base.supports(objective)
+
+
+class Target(ParallelBaseline):
+    """Ideal parallel: N sequential true-gradient base steps per counted round."""
+
+    name: ClassVar[str] = "target"
+    summary: ClassVar[str] = "ideal parallel upper bound: N true-gradient base steps per round"
 
     def step(self, params: Params, state: Any, oracle: Oracle) -> tuple[Params, Any, StepInfo]:
         first_loss = float("nan")
@@ -96,32 +101,11 @@ class Target(Optimizer):
         return params, state, StepInfo(loss=first_loss)
 
 
-class DataParallel(Optimizer):
+class DataParallel(ParallelBaseline):
     """One base step on the mean of N gradients at the same point (N minibatches)."""
 
     name: ClassVar[str] = "data_parallel"
     summary: ClassVar[str] = "N workers as an N-times larger batch: averaged gradients, one step"
-
-    def __init__(
-        self,
-        *,
-        base: str = "adam",
-        base_config: dict[str, Any] | None = None,
-        parallelism: int = 5,
-    ) -> None:
-        """Args:
-        base: a registered first-order optimizer; base_config: its keyword config.
-        parallelism: N >= 1 gradients averaged per step.
-        """
-        check_parallelism(parallelism, self.name)
-        self.base = build_base(base, base_config, self.name)
-        self.parallelism = parallelism
-
-    def init(self, params: Params) -> Any:
-        return self.base.init(params)
-
-    def supports(self, objective: Objective) -> Support:
-        return self.base.supports(objective)
 
     def step(self, params: Params, state: Any, oracle: Oracle) -> tuple[Params, Any, StepInfo]:
         evaluation = oracle.evaluate([params] * self.parallelism)
