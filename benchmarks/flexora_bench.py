@@ -31,8 +31,12 @@ def scaled(path: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     raw["device"] = args.device
     raw["budget"] = {"iterations": args.steps}
     raw["objective"].update(
-        train_size=args.train_size, val_size=args.val_size, test_size=args.test_size,
-        batch_size=args.batch_size, eval_batch_size=64, attn_implementation=args.attn,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        test_size=args.test_size,
+        batch_size=args.batch_size,
+        eval_batch_size=64,
+        attn_implementation=args.attn,
     )
     raw["optimizer"] = {"name": "adamw", "lr": args.lr, "weight_decay": 0.0}
     hyper = raw["hyperoptimizer"]
@@ -61,22 +65,37 @@ def run_one(task: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def flexora_rows(end: dict[str, Any], task: str, seed: int, label: str) -> list[dict[str, Any]]:
-    rows = [{
-        "task": task, "seed": seed, "method": label, "test_accuracy": end["test_accuracy"],
-        "layers_trained": end["layers_trained"], "trainable_params": end["trainable_params"],
-        "search_s": end["search_s"], "finetune_s": end["finetune_s"],
-        "peak_memory_mb": max(end["peak_memory_mb"], end["search_peak_memory_mb"]),
-        "layers": end["selected_layers_str"], "hypergradient": end["hypergradient"],
-    }]
+    rows = [
+        {
+            "task": task,
+            "seed": seed,
+            "method": label,
+            "test_accuracy": end["test_accuracy"],
+            "layers_trained": end["layers_trained"],
+            "trainable_params": end["trainable_params"],
+            "search_s": end["search_s"],
+            "finetune_s": end["finetune_s"],
+            "peak_memory_mb": max(end["peak_memory_mb"], end["search_peak_memory_mb"]),
+            "layers": end["selected_layers_str"],
+            "hypergradient": end["hypergradient"],
+        }
+    ]
     if "random_test_accuracy" in end:
-        rows.append({
-            "task": task, "seed": seed, "method": "random" if label == "flexora" else
-            f"random({label})", "test_accuracy": end["random_test_accuracy"],
-            "layers_trained": end["random_layers_trained"],
-            "trainable_params": end["random_trainable_params"], "search_s": 0.0,
-            "finetune_s": end["random_finetune_s"], "peak_memory_mb": end["random_peak_memory_mb"],
-            "layers": "", "hypergradient": "",
-        })
+        rows.append(
+            {
+                "task": task,
+                "seed": seed,
+                "method": "random" if label == "flexora" else f"random({label})",
+                "test_accuracy": end["random_test_accuracy"],
+                "layers_trained": end["random_layers_trained"],
+                "trainable_params": end["random_trainable_params"],
+                "search_s": 0.0,
+                "finetune_s": end["random_finetune_s"],
+                "peak_memory_mb": end["random_peak_memory_mb"],
+                "layers": "",
+                "hypergradient": "",
+            }
+        )
     return rows
 
 
@@ -85,17 +104,23 @@ def baseline_rows(end: dict[str, Any], task: str, seed: int) -> list[dict[str, A
     for method in METHODS:
         if f"{method}_test_accuracy" not in end:
             continue
-        rows.append({
-            "task": task, "seed": seed, "method": method,
-            "test_accuracy": end[f"{method}_test_accuracy"],
-            "layers_trained": end[f"{method}_layers_trained"],
-            "trainable_params": end[f"{method}_trainable_params"],
-            "search_s": end[f"{method}_total_s"] - end[f"{method}_finetune_s"]
-            if method == "lora_drop" else 0.0,
-            "finetune_s": end[f"{method}_finetune_s"],
-            "peak_memory_mb": end[f"{method}_peak_memory_mb"], "layers": end[f"{method}_layers"],
-            "hypergradient": "",
-        })
+        rows.append(
+            {
+                "task": task,
+                "seed": seed,
+                "method": method,
+                "test_accuracy": end[f"{method}_test_accuracy"],
+                "layers_trained": end[f"{method}_layers_trained"],
+                "trainable_params": end[f"{method}_trainable_params"],
+                "search_s": end[f"{method}_total_s"] - end[f"{method}_finetune_s"]
+                if method == "lora_drop"
+                else 0.0,
+                "finetune_s": end[f"{method}_finetune_s"],
+                "peak_memory_mb": end[f"{method}_peak_memory_mb"],
+                "layers": end[f"{method}_layers"],
+                "hypergradient": "",
+            }
+        )
     return rows
 
 
@@ -103,10 +128,12 @@ def table(path: Path) -> str:
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
-        out += [f"\n### {task}\n",
-                "| method | test accuracy (mean ± sd) | seeds | layers trained | trainable params |"
-                " search s | fine-tune s | peak GPU MB |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out += [
+            f"\n### {task}\n",
+            "| method | test accuracy (mean ± sd) | seeds | layers trained | trainable params |"
+            " search s | fine-tune s | peak GPU MB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for method in dict.fromkeys(r["method"] for r in rows if r["task"] == task):
             rs = [r for r in rows if r["task"] == task and r["method"] == method]
             acc = [r["test_accuracy"] for r in rs]
@@ -140,8 +167,11 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--full-lr", type=float, default=2e-5)
     parser.add_argument("--attn", default="sdpa")
-    parser.add_argument("--ablation", action="store_true",
-                        help="also: hypergradient modes and search budgets on the first task")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also: hypergradient modes and search budgets on the first task",
+    )
     parser.add_argument("--time-limit", type=float, default=float("inf"))
     parser.add_argument("--table", type=Path, default=None)
     args = parser.parse_args()
@@ -170,24 +200,32 @@ def main() -> int:
             if over():
                 print(f"time limit: stopped before {task} seed {seed}", flush=True)
                 break
-            flex = run_one(scaled(ROOT / "tasks" / f"flexora-{task}.toml", args, seed),
-                           args.out / f"{task}-flexora-s{seed}")
+            flex = run_one(
+                scaled(ROOT / "tasks" / f"flexora-{task}.toml", args, seed),
+                args.out / f"{task}-flexora-s{seed}",
+            )
             emit(flexora_rows(flex, task, seed, "flexora"))
             if over():
                 break
-            base = run_one(scaled(ROOT / "tasks" / f"flexora-{task}-baselines.toml", args, seed),
-                           args.out / f"{task}-baselines-s{seed}")
+            base = run_one(
+                scaled(ROOT / "tasks" / f"flexora-{task}-baselines.toml", args, seed),
+                args.out / f"{task}-baselines-s{seed}",
+            )
             emit(baseline_rows(base, task, seed))
     if args.ablation:
         task = args.tasks[0]
-        for mode, steps in (("unrolled", args.search_steps), ("finite_difference",
-                            args.search_steps), ("first_order", 3 * args.search_steps)):
+        for mode, steps in (
+            ("unrolled", args.search_steps),
+            ("finite_difference", args.search_steps),
+            ("first_order", 3 * args.search_steps),
+        ):
             if over():
                 print(f"time limit: ablation {mode}/{steps} not run", flush=True)
                 break
             raw = scaled(ROOT / "tasks" / f"flexora-{task}.toml", args, 0)
-            raw["hyperoptimizer"].update(hypergradient=mode, search_steps=steps,
-                                         random_control=False)
+            raw["hyperoptimizer"].update(
+                hypergradient=mode, search_steps=steps, random_control=False
+            )
             raw["objective"]["attn_implementation"] = "eager"
             raw["name"] += f"-{mode}-{steps}"
             end = run_one(raw, args.out / f"{task}-ablation-{mode}-{steps}")

@@ -1,6 +1,6 @@
 """Figure of Flexora's gates per layer over the search, from ``results.jsonl`` trace files.
 
-    python benchmarks/flexora_gates_figure.py OUT.png RUN_DIR/social_iqa-flexora-s0 ...
+python benchmarks/flexora_gates_figure.py OUT.png RUN_DIR/social_iqa-flexora-s0 ...
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ def main() -> int:
         rows = [json.loads(x) for x in (folder / "results.jsonl").read_text().splitlines()]
         gates = np.array([r["gates"] for r in rows if r.get("stage") == "search"])
         selected = next(r["selected_layers"] for r in rows if r.get("stage") == "selection")
-        image = ax.imshow(gates, aspect="auto", cmap="coolwarm", vmin=0.85, vmax=1.15,
-                          interpolation="nearest")
+        image = ax.imshow(
+            gates, aspect="auto", cmap="coolwarm", vmin=0.85, vmax=1.15, interpolation="nearest"
+        )
         for layer in selected:
-            ax.plot(layer, gates.shape[0] - 0.5, marker="^", color="black", markersize=5,
-                    clip_on=False)
+            ax.plot(
+                layer, gates.shape[0] - 0.5, marker="^", color="black", markersize=5, clip_on=False
+            )
         ax.set_title(f"{folder.name}: gate L*softmax(a) per layer (triangles: selected)")
         ax.set_xlabel("layer")
         ax.set_ylabel("search step")

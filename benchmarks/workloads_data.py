@@ -52,6 +52,7 @@ def replace_section(path: Path, key: str, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new)
 
+
 WORKLOADS: dict[str, dict[str, Any]] = {
     "mnist (cnn)": {"objective": {"name": "mnist", "model": "cnn"}, "lr": 1e-3},
     "fashion_mnist (cnn)": {"objective": {"name": "fashion_mnist", "model": "cnn"}, "lr": 1e-3},
@@ -101,10 +102,13 @@ def worker_workload(key: str, iters: int) -> dict[str, Any]:
     out["prepare_rss_mb"] = peak_rss_mb()
     optimizers = {
         "vanilla": {"name": "adam", "lr": lr},
-        "optex-N4": {"name": "optex", "base": "adam", "base_config": {"lr": lr},
-                     "parallelism": 4},
-        "data_parallel-N4": {"name": "data_parallel", "base": "adam",
-                             "base_config": {"lr": lr}, "parallelism": 4},
+        "optex-N4": {"name": "optex", "base": "adam", "base_config": {"lr": lr}, "parallelism": 4},
+        "data_parallel-N4": {
+            "name": "data_parallel",
+            "base": "adam",
+            "base_config": {"lr": lr},
+            "parallelism": 4,
+        },
     }
     for label, opt_spec in optimizers.items():
         opt = reg.create("optimizer", opt_spec)
@@ -130,7 +134,11 @@ def worker_workload(key: str, iters: int) -> dict[str, Any]:
 def run_worker(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", *args],
-        capture_output=True, text=True, env=env, check=False, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=ROOT,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
@@ -156,8 +164,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
-        result = worker_fetch(rest[0]) if kind == "fetch" else worker_workload(
-            rest[0], int(rest[1]))
+        result = (
+            worker_fetch(rest[0]) if kind == "fetch" else worker_workload(rest[0], int(rest[1]))
+        )
         print(json.dumps(result))
         return
 
@@ -182,8 +191,12 @@ def main() -> None:
     write(Path(args.out), fetch_rows, load_rows, args)
 
 
-def write(path: Path, fetch_rows: list[dict[str, Any]], load_rows: list[dict[str, Any]],
-          args: argparse.Namespace) -> None:
+def write(
+    path: Path,
+    fetch_rows: list[dict[str, Any]],
+    load_rows: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> None:
     import torch
 
     lines = [

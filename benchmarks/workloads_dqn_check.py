@@ -20,8 +20,14 @@ REG = optkit.get_registry()
 
 
 def run(optimizer: dict[str, Any], seed: int, **objective: Any) -> tuple[float, float]:
-    spec = {"name": "dqn", "env": "CartPole-v1", "learning_starts": 200, "target_update": 100,
-            "eps_decay_steps": 1000, **objective}
+    spec = {
+        "name": "dqn",
+        "env": "CartPole-v1",
+        "learning_starts": 200,
+        "target_update": 100,
+        "eps_decay_steps": 1000,
+        **objective,
+    }
     obj = REG.create("objective", spec)
     obj.prepare(torch.device("cpu"), torch.float32)
     opt = REG.create("optimizer", optimizer)
@@ -50,8 +56,9 @@ def main() -> None:
     ]
     for label, optimizer, objective in variants:
         results = [run(optimizer, seed, **objective) for seed in range(3)]
-        print(f"{label}: (cumulative average reward, greedy return) per seed: {results}",
-              flush=True)
+        print(
+            f"{label}: (cumulative average reward, greedy return) per seed: {results}", flush=True
+        )
 
 
 if __name__ == "__main__":

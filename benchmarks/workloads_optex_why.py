@@ -28,15 +28,26 @@ from optkit.oracle import Oracle
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "shakespeare (small)": {
-        "objective": {"name": "shakespeare", "context": 32, "width": 32, "layers": 1,
-                      "heads": 2, "batch_size": 16},
-        "lr": 3e-3, "noise": True,
+        "objective": {
+            "name": "shakespeare",
+            "context": 32,
+            "width": 32,
+            "layers": 1,
+            "heads": 2,
+            "batch_size": 16,
+        },
+        "lr": 3e-3,
+        "noise": True,
     },
-    "cifar10 (cnn)": {"objective": {"name": "cifar10", "model": "cnn", "batch_size": 32},
-                      "lr": 1e-3, "noise": True},
+    "cifar10 (cnn)": {
+        "objective": {"name": "cifar10", "model": "cnn", "batch_size": 32},
+        "lr": 1e-3,
+        "noise": True,
+    },
     "dqn CartPole-v1": {
         "objective": {"name": "dqn", "env": "CartPole-v1", "learning_starts": 200},
-        "lr": 1e-3, "noise": False,
+        "lr": 1e-3,
+        "noise": False,
     },
 }
 
@@ -52,8 +63,13 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> float:
 class RecordingOracle(Oracle):
     """An Oracle that keeps the last round's points and evaluation."""
 
-    def evaluate(self, points: Sequence[Params], *, batches: Sequence[Batch] | None = None,
-                 sequential: bool = True) -> Evaluation:
+    def evaluate(
+        self,
+        points: Sequence[Params],
+        *,
+        batches: Sequence[Batch] | None = None,
+        sequential: bool = True,
+    ) -> Evaluation:
         ev = super().evaluate(points, batches=batches, sequential=sequential)
         self.last = ([flat(p) for p in points], [flat(g) for g in ev.grads])
         return ev
@@ -64,8 +80,10 @@ def measure(key: str, iters: int, seed: int) -> dict[str, float]:
     spec = WORKLOADS[key]
     obj = reg.create("objective", spec["objective"])
     obj.prepare(torch.device("cpu"), torch.float32)
-    opt = reg.create("optimizer", {"name": "optex", "base": "adam",
-                                   "base_config": {"lr": spec["lr"]}, "parallelism": 4})
+    opt = reg.create(
+        "optimizer",
+        {"name": "optex", "base": "adam", "base_config": {"lr": spec["lr"]}, "parallelism": 4},
+    )
     gen = torch.Generator().manual_seed(seed)
     params = obj.init_params(gen)
     state = opt.init(params)
@@ -82,8 +100,7 @@ def measure(key: str, iters: int, seed: int) -> dict[str, float]:
     est.query = recording_query
     noise_gen = torch.Generator().manual_seed(10_000 + seed)
     grad_fn = torch.func.grad(obj.loss)
-    out: dict[str, list[float]] = {"cos_est": [], "norm_ratio": [], "cos_noise": [],
-                                   "cos_prev": []}
+    out: dict[str, list[float]] = {"cos_est": [], "norm_ratio": [], "cos_noise": [], "cos_prev": []}
     prev: torch.Tensor | None = None
     for it in range(iters):
         queries.clear()
@@ -134,8 +151,10 @@ def main() -> None:
         r = measure(key, args.iters, args.seed)
         print(key, r, flush=True)
         noise = f"{r['cos_noise']:.3f}" if "cos_noise" in r else "n/a (RL)"
-        lines.append(f"| {key} | {r['cos_est']:.3f} | {r['norm_ratio']:.3f} | {noise} |"
-                     f" {r['cos_prev']:.3f} |")
+        lines.append(
+            f"| {key} | {r['cos_est']:.3f} | {r['norm_ratio']:.3f} | {noise} |"
+            f" {r['cos_prev']:.3f} |"
+        )
     replace_section(DOC, "why", "\n".join(lines))
     print(f"wrote {DOC}")
 

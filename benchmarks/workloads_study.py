@@ -44,8 +44,15 @@ STUDIES: dict[str, dict[str, Any]] = {
     "shakespeare": {
         "metric": "train_loss",
         "task": {
-            "objective": {"name": "shakespeare", "context": 32, "width": 32, "layers": 1,
-                          "heads": 2, "batch_size": 16, "eval_windows": 64},
+            "objective": {
+                "name": "shakespeare",
+                "context": 32,
+                "width": 32,
+                "layers": 1,
+                "heads": 2,
+                "batch_size": 16,
+                "eval_windows": 64,
+            },
             "optimizers": optimizers(3e-3),
             "budget": {"iterations": 150, "eval_every": 10},
         },
@@ -53,8 +60,13 @@ STUDIES: dict[str, dict[str, Any]] = {
     "cifar10": {
         "metric": "test_error",
         "task": {
-            "objective": {"name": "cifar10", "model": "cnn", "batch_size": 32,
-                          "eval_train_size": 200, "eval_test_size": 1000},
+            "objective": {
+                "name": "cifar10",
+                "model": "cnn",
+                "batch_size": 32,
+                "eval_train_size": 200,
+                "eval_test_size": 1000,
+            },
             "optimizers": optimizers(1e-3),
             "budget": {"iterations": 100, "eval_every": 10},
         },
@@ -62,8 +74,13 @@ STUDIES: dict[str, dict[str, Any]] = {
     "dqn": {
         "metric": "reward",
         "task": {
-            "objective": {"name": "dqn", "env": "CartPole-v1", "learning_starts": 200,
-                          "target_update": 100, "eps_decay_steps": 1000},
+            "objective": {
+                "name": "dqn",
+                "env": "CartPole-v1",
+                "learning_starts": 200,
+                "target_update": 100,
+                "eps_decay_steps": 1000,
+            },
             "optimizers": optimizers(1e-3),
             "budget": {"iterations": 1500, "eval_every": 50},
         },
@@ -85,8 +102,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(STUDIES))
     parser.add_argument("--out", default=str(ROOT / "docs/benchmarks/optex-workloads-study.json"))
     parser.add_argument("--runs", default="/tmp/optkit-workload-study")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite the markdown section from the JSON, run nothing")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the markdown section from the JSON, run nothing",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     out_path = Path(args.out)
@@ -96,8 +116,13 @@ def main() -> None:
     for name in args.only:
         study = STUDIES[name]
         metric = study["metric"]
-        task = {"name": f"{name}-study-cpu", "seeds": list(range(args.seeds)), "device": "cpu",
-                "executor": {"name": "vmap"}, **study["task"]}
+        task = {
+            "name": f"{name}-study-cpu",
+            "seeds": list(range(args.seeds)),
+            "device": "cpu",
+            "executor": {"name": "vmap"},
+            **study["task"],
+        }
         start = time.perf_counter()
         summary = optkit.run(task, out=Path(args.runs) / name)
         rows = load_rows(summary.out)
@@ -107,15 +132,21 @@ def main() -> None:
         goal = curves["vanilla"][-1][1]
         vanilla_iters = curves["vanilla"][-1][0]
         entry: dict[str, Any] = {
-            "metric": metric, "vanilla_final": goal, "vanilla_iterations": vanilla_iters,
-            "seeds": args.seeds, "task": task, "wall_s_total": time.perf_counter() - start,
+            "metric": metric,
+            "vanilla_final": goal,
+            "vanilla_iterations": vanilla_iters,
+            "seeds": args.seeds,
+            "task": task,
+            "wall_s_total": time.perf_counter() - start,
             "methods": {},
         }
         walls = {}
         for lab in LABELS:
             walls[lab] = statistics.fmean(
-                r["wall_s"] for r in rows
-                if r.get("event") == "eval" and r["label"] == lab
+                r["wall_s"]
+                for r in rows
+                if r.get("event") == "eval"
+                and r["label"] == lab
                 and int(r["sequential_steps"]) == curves[lab][-1][0]
             )
         for lab in LABELS:
@@ -130,8 +161,14 @@ def main() -> None:
         results[name] = entry
         results["_measured"] = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
         out_path.write_text(json.dumps(results, indent=1))
-        print(name, {k: (v["final"], v["iterations_to_vanilla_final"]) for k, v in
-                     entry["methods"].items()}, flush=True)
+        print(
+            name,
+            {
+                k: (v["final"], v["iterations_to_vanilla_final"])
+                for k, v in entry["methods"].items()
+            },
+            flush=True,
+        )
     replace_section(DOC, "study", render(results))
     print(f"wrote {DOC}")
 
@@ -177,8 +214,10 @@ def render(results: dict[str, Any]) -> str:
     for name, e in results.items():
         if name.startswith("_"):
             continue
-        lines.append(f"- {name}: objective `{json.dumps(e['task']['objective'])}`, budget"
-                     f" `{json.dumps(e['task']['budget'])}`.")
+        lines.append(
+            f"- {name}: objective `{json.dumps(e['task']['objective'])}`, budget"
+            f" `{json.dumps(e['task']['budget'])}`."
+        )
     return "\n".join(lines)
 
 

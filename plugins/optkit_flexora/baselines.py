@@ -36,8 +36,13 @@ METHOD_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def lora_output_norms(model: torch.nn.Module, stack: LayerStack, batches: list[Any],
-                      run: Any, adapter: str = "default") -> torch.Tensor:
+def lora_output_norms(
+    model: torch.nn.Module,
+    stack: LayerStack,
+    batches: list[Any],
+    run: Any,
+    adapter: str = "default",
+) -> torch.Tensor:
     """Mean squared norm of each layer's LoRA outputs over ``batches``: shape ``(L,)``.
 
     ``run(batch)`` performs a forward pass; hooks on every LoRA module add up
@@ -54,8 +59,9 @@ def lora_output_norms(model: torch.nn.Module, stack: LayerStack, batches: list[A
                 continue
             scaling = module.scaling[adapter]
 
-            def hook(mod: Any, inputs: Any, output: torch.Tensor, i: int = index,
-                     s: float = scaling) -> None:
+            def hook(
+                mod: Any, inputs: Any, output: torch.Tensor, i: int = index, s: float = scaling
+            ) -> None:
                 totals[i] += float(((output * s) ** 2).sum())
 
             handles.append(module.lora_B[adapter].register_forward_hook(hook))
@@ -121,8 +127,9 @@ class LoraBaselines(HyperOptimizer):
         if "random" in self.methods and (random_count is None or random_count < 1):
             raise ConfigError("lora_baselines: method 'random' needs random_count >= 1")
         if not 0 < drop_threshold <= 1:
-            raise ConfigError(f"lora_baselines: drop_threshold must be in (0, 1], got"
-                              f" {drop_threshold}")
+            raise ConfigError(
+                f"lora_baselines: drop_threshold must be in (0, 1], got {drop_threshold}"
+            )
         if finetune_steps is not None and finetune_steps < 1:
             raise ConfigError("lora_baselines: finetune_steps must be >= 1")
         self.finetune_steps = finetune_steps
@@ -144,8 +151,14 @@ class LoraBaselines(HyperOptimizer):
             extras.update(result.metrics(prefix=f"{method}_"))
             extras[f"{method}_total_s"] = time.perf_counter() - start
             extras[f"{method}_layers"] = ",".join(map(str, result.layers))
-            context.record({"stage": f"{method}-summary", "method": method,
-                            **result.metrics(), "layers": result.layers})
+            context.record(
+                {
+                    "stage": f"{method}-summary",
+                    "method": method,
+                    **result.metrics(),
+                    "layers": result.layers,
+                }
+            )
             best = min(best, (result.val_loss, method))
         return HyperResult(best_config={"method": best[1]}, best_score=best[0], extras=extras)
 
@@ -154,40 +167,44 @@ class LoraBaselines(HyperOptimizer):
         objective.prepare(context.device, context.dtype)
         return objective
 
-    def _run(self, context: HyperContext, method: str, steps: int, extras: dict[str, Any]
-             ) -> FinetuneResult:
+    def _run(
+        self, context: HyperContext, method: str, steps: int, extras: dict[str, Any]
+    ) -> FinetuneResult:
         gen = torch.Generator().manual_seed(context.seed)
         if method in ("lora", "dora", "rslora", "full"):
             objective = self._objective(context, METHOD_OVERRIDES[method])
             lr = {"optimizer.lr": self.full_lr} if method == "full" and self.full_lr else {}
-            return run_finetune(objective, context.create_optimizer(lr), steps, gen,
-                                context.record, method)
+            return run_finetune(
+                objective, context.create_optimizer(lr), steps, gen, context.record, method
+            )
         if method == "adalora":
             return self._adalora(context, steps, gen)
         if method == "random":
             count = int(self.random_count or 0)
-            probe = self._objective(context, {"objective.peft": "lora",
-                                              "objective.layers": None})
+            probe = self._objective(context, {"objective.peft": "lora", "objective.layers": None})
             if count > probe.num_layers:
-                raise ConfigError(f"lora_baselines: random_count {count} exceeds the"
-                                  f" {probe.num_layers} layers of the model")
-            perm = torch.randperm(probe.num_layers,
-                                  generator=torch.Generator().manual_seed(10_000 + context.seed))
+                raise ConfigError(
+                    f"lora_baselines: random_count {count} exceeds the"
+                    f" {probe.num_layers} layers of the model"
+                )
+            perm = torch.randperm(
+                probe.num_layers, generator=torch.Generator().manual_seed(10_000 + context.seed)
+            )
             layers = sorted(int(i) for i in perm[:count])
             del probe
         else:  # lora_drop
             layers = self._lora_drop_layers(context, gen, extras)
-        objective = self._objective(context, {"objective.peft": "lora",
-                                              "objective.layers": layers})
-        return run_finetune(objective, context.create_optimizer({}), steps, gen,
-                            context.record, method)
+        objective = self._objective(context, {"objective.peft": "lora", "objective.layers": layers})
+        return run_finetune(
+            objective, context.create_optimizer({}), steps, gen, context.record, method
+        )
 
-    def _adalora(self, context: HyperContext, steps: int, gen: torch.Generator
-                 ) -> FinetuneResult:
+    def _adalora(self, context: HyperContext, steps: int, gen: torch.Generator) -> FinetuneResult:
         if steps < 4:
             raise ConfigError("lora_baselines: adalora's rank schedule needs >= 4 steps")
-        objective = self._objective(context, {**METHOD_OVERRIDES["adalora"],
-                                              "objective.adalora_total_step": steps})
+        objective = self._objective(
+            context, {**METHOD_OVERRIDES["adalora"], "objective.adalora_total_step": steps}
+        )
         optimizer = context.create_optimizer({})
         if not isinstance(optimizer, FirstOrderOptimizer):
             raise ConfigError(
@@ -208,13 +225,14 @@ class LoraBaselines(HyperOptimizer):
                 named[key].grad = None
             return out
 
-        return run_finetune(objective, optimizer, steps, gen, context.record, "adalora",
-                            after_update=allocate)
+        return run_finetune(
+            objective, optimizer, steps, gen, context.record, "adalora", after_update=allocate
+        )
 
-    def _lora_drop_layers(self, context: HyperContext, gen: torch.Generator,
-                          extras: dict[str, Any]) -> list[int]:
-        objective = self._objective(context, {"objective.peft": "lora",
-                                              "objective.layers": None})
+    def _lora_drop_layers(
+        self, context: HyperContext, gen: torch.Generator, extras: dict[str, Any]
+    ) -> list[int]:
+        objective = self._objective(context, {"objective.peft": "lora", "objective.layers": None})
         optimizer = context.create_optimizer({})
         from optkit.oracle import Oracle
         from optkit_flexora.finetune import serial_executor
@@ -226,11 +244,14 @@ class LoraBaselines(HyperOptimizer):
             params, state, _info = optimizer.step(params, state, oracle)
         batches = [objective.sample_split_batch("train", gen) for _ in range(self.drop_batches)]
         importance = lora_output_norms(
-            objective.model, objective.layer_stack, batches,
+            objective.model,
+            objective.layer_stack,
+            batches,
             lambda b: objective.scores(params, b),
         )
         layers = keep_by_importance(importance, self.drop_threshold)
         extras["lora_drop_importance"] = importance.tolist()
-        context.record({"stage": "lora_drop-scores", "importance": importance.tolist(),
-                        "kept": layers})
+        context.record(
+            {"stage": "lora_drop-scores", "importance": importance.tolist(), "kept": layers}
+        )
         return layers

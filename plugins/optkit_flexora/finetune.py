@@ -88,19 +88,31 @@ def run_finetune(
             params, state = optimizer.update(params, grads, state)  # type: ignore[attr-defined]
             params = after_update(step, params, grads)
             loss = float(evaluation.losses[0])
-        record({"stage": label, "step": step, "train_loss": loss,
-                "elapsed_s": time.perf_counter() - start})
+        record(
+            {
+                "stage": label,
+                "step": step,
+                "train_loss": loss,
+                "elapsed_s": time.perf_counter() - start,
+            }
+        )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     test = objective.evaluate_split(params, "test")
     val = objective.evaluate_split(params, "validation")
-    layers = objective.layers if objective.layers is not None else list(
-        range(objective.num_layers))
+    layers = objective.layers if objective.layers is not None else list(range(objective.num_layers))
     result = FinetuneResult(
-        test["accuracy"], test["loss"], val["accuracy"], val["loss"],
-        objective.trainable_parameter_count(), list(layers), seconds, peak, params,
+        test["accuracy"],
+        test["loss"],
+        val["accuracy"],
+        val["loss"],
+        objective.trainable_parameter_count(),
+        list(layers),
+        seconds,
+        peak,
+        params,
     )
     record({"stage": f"{label}-result", **result.metrics()})
     return result

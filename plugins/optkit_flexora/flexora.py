@@ -37,8 +37,9 @@ from optkit_flexora.gates import LayerGates, gate_values
 from optkit_flexora.selection import check_top_k, select_layers
 
 
-def gate_step(logits: torch.Tensor, grad: torch.Tensor, optimizer: torch.optim.Optimizer,
-              step: int, mode: str) -> None:
+def gate_step(
+    logits: torch.Tensor, grad: torch.Tensor, optimizer: torch.optim.Optimizer, step: int, mode: str
+) -> None:
     """One optimizer step on the gate logits (shape ``(L,)``) with hypergradient ``grad``.
 
     Raises:
@@ -140,8 +141,14 @@ class Flexora(HyperOptimizer):
         start = time.perf_counter()
         chosen = select_layers(search["logits"], self.selection, self.top_k)
         times["selection_s"] = time.perf_counter() - start
-        context.record({"stage": "selection", "selected_layers": chosen.layers,
-                        "fallback": chosen.fallback, "rule": self.selection})
+        context.record(
+            {
+                "stage": "selection",
+                "selected_layers": chosen.layers,
+                "fallback": chosen.fallback,
+                "rule": self.selection,
+            }
+        )
 
         final = self._finetune(context, chosen.layers, steps, "finetune")
         times["finetune_s"] = final.seconds
@@ -196,8 +203,9 @@ class Flexora(HyperOptimizer):
         finally:
             gates.remove()
 
-    def _search_loop(self, context: HyperContext, objective: Any, gates: LayerGates
-                     ) -> dict[str, Any]:
+    def _search_loop(
+        self, context: HyperContext, objective: Any, gates: LayerGates
+    ) -> dict[str, Any]:
         gen = context.generator
         optimizer = context.create_optimizer({})
         params = objective.init_params(gen)
@@ -205,8 +213,11 @@ class Flexora(HyperOptimizer):
         update = None
         if self.hypergradient == "unrolled":
             update = hypergrad.DifferentiableUpdate(optimizer, state)
-        xi = self.virtual_lr if self.virtual_lr is not None else float(
-            getattr(optimizer, "lr", 1e-4))
+        xi = (
+            self.virtual_lr
+            if self.virtual_lr is not None
+            else float(getattr(optimizer, "lr", 1e-4))
+        )
         oracle = Oracle(objective, serial_executor(), gen)
         num_layers = objective.num_layers
         logits = torch.zeros(num_layers, device=context.device, requires_grad=True)
@@ -230,8 +241,9 @@ class Flexora(HyperOptimizer):
             elif self.hypergradient == "unrolled":
                 assert update is not None
                 update.state = state
-                batches = [objective.sample_split_batch("train", gen)
-                           for _ in range(self.unroll_steps)]
+                batches = [
+                    objective.sample_split_batch("train", gen) for _ in range(self.unroll_steps)
+                ]
                 hg = hypergrad.unrolled(gated, gated, params, logits, batches, val_batch, update)
             else:
                 batch = objective.sample_split_batch("train", gen)
@@ -241,14 +253,24 @@ class Flexora(HyperOptimizer):
             gate_step(logits, hg.grad, gate_opt, step, self.hypergradient)
             values = gate_values(logits.detach()).tolist()
             history.append(values)
-            context.record({"stage": "search", "step": step, "train_loss": info.loss,
-                            "val_loss": hg.val_loss, "gates": values,
-                            "hypergrad_norm": float(hg.grad.norm())})
+            context.record(
+                {
+                    "stage": "search",
+                    "step": step,
+                    "train_loss": info.loss,
+                    "val_loss": hg.val_loss,
+                    "gates": values,
+                    "hypergrad_norm": float(hg.grad.norm()),
+                }
+            )
         if context.device.type == "cuda":
             torch.cuda.synchronize(context.device)
         loop_s = time.perf_counter() - loop_start
-        peak = (torch.cuda.max_memory_allocated(context.device) / 2**20
-                if context.device.type == "cuda" else 0.0)
+        peak = (
+            torch.cuda.max_memory_allocated(context.device) / 2**20
+            if context.device.type == "cuda"
+            else 0.0
+        )
         return {
             "loop_s": loop_s,
             "logits": logits.detach().cpu(),
@@ -258,8 +280,7 @@ class Flexora(HyperOptimizer):
             "peak_memory_mb": peak,
         }
 
-    def _finetune(self, context: HyperContext, layers: list[int], steps: int, label: str
-                  ) -> Any:
+    def _finetune(self, context: HyperContext, layers: list[int], steps: int, label: str) -> Any:
         objective = context.create_objective({"objective.layers": layers})
         objective.prepare(context.device, context.dtype)
         optimizer = context.create_optimizer({})

@@ -46,8 +46,9 @@ def _leaf(params: Params) -> Params:
     return {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
 
 
-def first_order(val_loss: GatedLoss, params: Params, logits: torch.Tensor, val_batch: Batch
-                ) -> Hypergradient:
+def first_order(
+    val_loss: GatedLoss, params: Params, logits: torch.Tensor, val_batch: Batch
+) -> Hypergradient:
     a = logits.detach().clone().requires_grad_(True)
     theta = {k: v.detach() for k, v in params.items()}
     loss = val_loss(theta, gate_values(a), val_batch)
@@ -78,8 +79,11 @@ class DifferentiableUpdate:
         if getattr(optimizer, "amsgrad", False):
             raise ConfigError("hypergradient 'unrolled' does not support amsgrad = true")
         self.optimizer = optimizer
-        self.kind = "sgd" if isinstance(optimizer, SGD) else (
-            "adamw" if isinstance(optimizer, AdamW) else "adam")
+        self.kind = (
+            "sgd"
+            if isinstance(optimizer, SGD)
+            else ("adamw" if isinstance(optimizer, AdamW) else "adam")
+        )
         self.state = state
 
     def start(self) -> Callable[[Params, Params], Params]:
@@ -98,9 +102,16 @@ class DifferentiableUpdate:
             def sgd_step(theta: Params, grads: Params) -> Params:
                 new = [theta[k].clone() for k in keys]
                 torch_sgd.sgd(
-                    new, [grads[k] for k in keys], bufs, foreach=False,
-                    weight_decay=opt.weight_decay, momentum=opt.momentum, lr=opt.lr,
-                    dampening=opt.dampening, nesterov=opt.nesterov, maximize=False,
+                    new,
+                    [grads[k] for k in keys],
+                    bufs,
+                    foreach=False,
+                    weight_decay=opt.weight_decay,
+                    momentum=opt.momentum,
+                    lr=opt.lr,
+                    dampening=opt.dampening,
+                    nesterov=opt.nesterov,
+                    maximize=False,
                 )
                 return dict(zip(keys, new, strict=True))
 
@@ -118,9 +129,20 @@ class DifferentiableUpdate:
         def adam_step(theta: Params, grads: Params) -> Params:
             new = [theta[k].clone() for k in keys]
             fn(
-                new, [grads[k] for k in keys], exp_avg, exp_avg_sq, [], steps,
-                foreach=False, differentiable=True, amsgrad=False, beta1=opt.betas[0],
-                beta2=opt.betas[1], lr=opt.lr, weight_decay=opt.weight_decay, eps=opt.eps,
+                new,
+                [grads[k] for k in keys],
+                exp_avg,
+                exp_avg_sq,
+                [],
+                steps,
+                foreach=False,
+                differentiable=True,
+                amsgrad=False,
+                beta1=opt.betas[0],
+                beta2=opt.betas[1],
+                lr=opt.lr,
+                weight_decay=opt.weight_decay,
+                eps=opt.eps,
                 maximize=False,
             )
             return dict(zip(keys, new, strict=True))
@@ -166,16 +188,19 @@ def finite_difference(
     theta = _leaf(params)
     fixed = gate_values(a.detach())
     grads = torch.autograd.grad(train_loss(theta, fixed, train_batch), list(theta.values()))
-    virtual = {k: (v - xi * g).detach().requires_grad_(True)
-               for (k, v), g in zip(theta.items(), grads, strict=True)}
+    virtual = {
+        k: (v - xi * g).detach().requires_grad_(True)
+        for (k, v), g in zip(theta.items(), grads, strict=True)
+    }
     val = val_loss(virtual, gate_values(a), val_batch)
     *d_theta, d_a = torch.autograd.grad(val, [*virtual.values(), a])
     norm = torch.sqrt(torch.stack([(d * d).sum() for d in d_theta]).sum())
     r = epsilon / float(norm.clamp(min=1e-12))
 
     def grad_a(sign: float) -> torch.Tensor:
-        shifted = {k: (v + sign * r * d).detach()
-                   for (k, v), d in zip(theta.items(), d_theta, strict=True)}
+        shifted = {
+            k: (v + sign * r * d).detach() for (k, v), d in zip(theta.items(), d_theta, strict=True)
+        }
         aa = a.detach().clone().requires_grad_(True)
         (g,) = torch.autograd.grad(train_loss(shifted, gate_values(aa), train_batch), aa)
         return g

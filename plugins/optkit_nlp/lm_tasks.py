@@ -103,8 +103,13 @@ class LoraTextTask(Objective):
     stochastic = True
     test_marks: ClassVar[tuple[str, ...]] = ("nlp",)
     test_config: ClassVar[dict[str, Any]] = {
-        "train_size": 4, "val_size": 2, "test_size": 2, "batch_size": 1, "eval_batch_size": 2,
-        "max_length": 24, "layers": [0, 29],
+        "train_size": 4,
+        "val_size": 2,
+        "test_size": 2,
+        "batch_size": 1,
+        "eval_batch_size": 2,
+        "max_length": 24,
+        "layers": [0, 29],
     }
     """Smallest configuration for the contract kits (the real model, two LoRA layers)."""
 
@@ -146,8 +151,12 @@ class LoraTextTask(Objective):
             rank schedule.
         """
         where = f"objective '{self.name}'"
-        for key, value in (("train_size", train_size), ("batch_size", batch_size),
-                           ("eval_batch_size", eval_batch_size), ("lora_rank", lora_rank)):
+        for key, value in (
+            ("train_size", train_size),
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("lora_rank", lora_rank),
+        ):
             if value < 1:
                 raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
         if val_size < 1:
@@ -212,8 +221,9 @@ class LoraTextTask(Objective):
             return base
         from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
-        linear_names = {n.rsplit(".", 1)[-1] for n, m in base.named_modules()
-                        if isinstance(m, torch.nn.Linear)}
+        linear_names = {
+            n.rsplit(".", 1)[-1] for n, m in base.named_modules() if isinstance(m, torch.nn.Linear)
+        }
         missing = [t for t in self.target_modules if t not in linear_names]
         if missing:
             raise ConfigError(
@@ -232,9 +242,14 @@ class LoraTextTask(Objective):
             target_r, init_r, total = self.adalora
             common.pop("r")
             config: Any = AdaLoraConfig(
-                target_r=target_r, init_r=init_r, total_step=total,
-                tinit=max(1, total // 10), tfinal=max(1, total // 5), deltaT=1,
-                orth_reg_weight=0.5, **common,
+                target_r=target_r,
+                init_r=init_r,
+                total_step=total,
+                tinit=max(1, total // 10),
+                tfinal=max(1, total // 5),
+                deltaT=1,
+                orth_reg_weight=0.5,
+                **common,
             )
         else:
             config = LoraConfig(
@@ -253,8 +268,9 @@ class LoraTextTask(Objective):
             _DATASET_CACHE[key] = {
                 s: encode(ex, tokenizer, self.max_length) for s, ex in splits.items()
             }
-        return {s: {k: v.to(self.device) for k, v in d.items()}
-                for s, d in _DATASET_CACHE[key].items()}
+        return {
+            s: {k: v.to(self.device) for k, v in d.items()} for s, d in _DATASET_CACHE[key].items()
+        }
 
     # ---------------------------------------------------------------- interface
 
@@ -265,8 +281,7 @@ class LoraTextTask(Objective):
         """The adapters' initial tensors (PEFT's own initialization: LoRA B = 0, so the
         fine-tune starts at the pretrained model); ``generator`` is unused."""
         self._require_prepared()
-        return {n: p.detach().clone() for n, p in self.model.named_parameters()
-                if p.requires_grad}
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
     def trainable_parameter_count(self) -> int:
         self._require_prepared()
@@ -294,8 +309,9 @@ class LoraTextTask(Objective):
     def loss(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         scores = self.scores(params, batch)
         if self.train_loss == "choice_ce":
-            loss = torch.nn.functional.cross_entropy(scores.masked_fill(
-                ~batch["valid"], -1e9), batch["label"])
+            loss = torch.nn.functional.cross_entropy(
+                scores.masked_fill(~batch["valid"], -1e9), batch["label"]
+            )
         else:
             loss = -scores.gather(1, batch["label"][:, None]).mean()
         if self.peft == "adalora":
@@ -327,8 +343,11 @@ class LoraTextTask(Objective):
         for start in range(0, n, self.eval_batch_size):
             batch = {k: v[start : start + self.eval_batch_size] for k, v in data.items()}
             scores = self.scores(params, batch)
-            total_loss += float(torch.nn.functional.cross_entropy(
-                scores.masked_fill(~batch["valid"], -1e9), batch["label"], reduction="sum"))
+            total_loss += float(
+                torch.nn.functional.cross_entropy(
+                    scores.masked_fill(~batch["valid"], -1e9), batch["label"], reduction="sum"
+                )
+            )
             correct += int((scores.argmax(-1) == batch["label"]).sum())
         return {"loss": total_loss / n, "accuracy": correct / n}
 
@@ -349,8 +368,13 @@ def _task_class(task: str, summary: str) -> type[LoraTextTask]:
     return type(
         f"{task.title().replace('_', '')}Task",
         (LoraTextTask,),
-        {"name": task, "task": task, "summary": summary, "__doc__": summary,
-         "__module__": __name__},
+        {
+            "name": task,
+            "task": task,
+            "summary": summary,
+            "__doc__": summary,
+            "__module__": __name__,
+        },
     )
 
 
@@ -362,4 +386,3 @@ RottenTomatoes = _task_class(
 )
 
 TEXT_OBJECTIVES: list[type[LoraTextTask]] = [SocialIqa, WinoWhy, StrategyQa, RottenTomatoes]
-

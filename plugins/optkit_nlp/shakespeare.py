@@ -56,7 +56,12 @@ class Shakespeare(Objective):
 
     name: ClassVar[str] = "shakespeare"
     test_config: ClassVar[dict[str, Any]] = {
-        "context": 16, "width": 16, "layers": 1, "heads": 2, "batch_size": 4, "eval_windows": 8,
+        "context": 16,
+        "width": 16,
+        "layers": 1,
+        "heads": 2,
+        "batch_size": 4,
+        "eval_windows": 8,
     }
     summary: ClassVar[str] = "character-level causal transformer LM on Shakespeare (42 works)"
     vmappable: ClassVar[bool] = True
@@ -144,8 +149,9 @@ class Shakespeare(Objective):
     def sample_batch(self, generator: torch.Generator, params: Params) -> torch.Tensor:
         """``(batch_size,)`` int64 window starts in the training text."""
         high = int(self.train_text.shape[0]) - self.context
-        starts = torch.randint(high, (self.batch_size,), generator=generator,
-                               device=generator.device)
+        starts = torch.randint(
+            high, (self.batch_size,), generator=generator, device=generator.device
+        )
         return starts.to(self.device)
 
     def loss(self, params: Params, batch: torch.Tensor) -> torch.Tensor:

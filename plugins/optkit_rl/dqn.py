@@ -187,8 +187,9 @@ class DQN(RLObjective):
             raise ConfigError(f"objective '{self.name}': call init_params before sample_batch")
         for _ in range(self.steps_per_eval):
             self._collect(generator, params, explore=self.epsilon())
-        idx = torch.randint(self.buffer.size, (self.batch_size,), generator=generator,
-                            device=generator.device).numpy(force=True)
+        idx = torch.randint(
+            self.buffer.size, (self.batch_size,), generator=generator, device=generator.device
+        ).numpy(force=True)
         return self._td_batch(idx)
 
     @torch.no_grad()

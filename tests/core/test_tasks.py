@@ -143,7 +143,7 @@ def test_incompatible_pairings_are_skipped_with_a_reason(tmp_path: Path) -> None
 def test_hyperoptimizers_are_a_matrix_dimension(tmp_path: Path) -> None:
     text = BASE + (
         '\nhyperoptimizers = [ { name = "random_search", trials = 2, space = { "optimizer.lr" ='
-        " { low = 0.01, high = 0.1 } } }, { name = \"random_search\", trials = 4, space ="
+        ' { low = 0.01, high = 0.1 } } }, { name = "random_search", trials = 4, space ='
         ' { "optimizer.lr" = { low = 0.01, high = 0.1 } }, label = "rs4" } ]\n'
     )
     task = load_task(write(tmp_path, text))
@@ -151,6 +151,8 @@ def test_hyperoptimizers_are_a_matrix_dimension(tmp_path: Path) -> None:
     assert len(keys) == 2 * 2 * 2
     assert keys[:2] == ["sphere|random_search:adam|0", "sphere|random_search:adam|1"]
     assert "sphere|rs4:plain-sgd|1" in keys
-    both = text.replace("hyperoptimizers = [", 'hyperoptimizer = { name = "x" }\nhyperoptimizers = [')
+    both = text.replace(
+        "hyperoptimizers = [", 'hyperoptimizer = { name = "x" }\nhyperoptimizers = ['
+    )
     with pytest.raises(ConfigError, match="either 'hyperoptimizer'"):
         load_task(write(tmp_path, both))

@@ -20,7 +20,7 @@ def text_batches(n: int, length: int = 16, batch: int = 2, offset: int = 0) -> l
     ids = torch.tensor(list(TEXT.encode()), dtype=torch.long)
     out = []
     for i in range(n):
-        rows = [ids[(offset + (i * batch + j) * 7) % 100:][:length] for j in range(batch)]
+        rows = [ids[(offset + (i * batch + j) * 7) % 100 :][:length] for j in range(batch)]
         out.append(torch.stack(rows))
     return out
 
@@ -29,8 +29,13 @@ def tiny_llama(layers: int = 3, dtype: torch.dtype = torch.float64, seed: int = 
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=256,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -44,8 +49,16 @@ def tiny_gpt2(layers: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0
     finite differences)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(n_layer=layers, n_embd=32, n_head=4, vocab_size=256, n_positions=64,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        n_layer=layers,
+        n_embd=32,
+        n_head=4,
+        vocab_size=256,
+        n_positions=64,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config)
@@ -53,8 +66,9 @@ def tiny_gpt2(layers: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0
     return model.to(dtype).eval()
 
 
-def tiny_lora(layers: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0,
-              arch: str = "llama") -> Any:
+def tiny_lora(
+    layers: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0, arch: str = "llama"
+) -> Any:
     """A PEFT LoRA (r=4; Llama q_proj/v_proj, GPT-2 c_attn) tiny model whose B factors are
     non-zero (seeded)."""
     from peft import LoraConfig, get_peft_model
@@ -64,8 +78,8 @@ def tiny_lora(layers: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0
     else:
         base, targets, fan = tiny_gpt2(layers, dtype, seed), ["c_attn"], True
     model = get_peft_model(
-        base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets,
-                         fan_in_fan_out=fan),
+        base,
+        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, fan_in_fan_out=fan),
     )
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

@@ -42,21 +42,34 @@ def _optimizer(spec: dict[str, Any], params: dict[str, torch.Tensor]) -> tuple[A
     return opt, state
 
 
-def _value_after_unroll(gated: Any, params: Any, a: torch.Tensor, batches: Any, val: Any,
-                        update: hypergrad.DifferentiableUpdate) -> float:
+def _value_after_unroll(
+    gated: Any,
+    params: Any,
+    a: torch.Tensor,
+    batches: Any,
+    val: Any,
+    update: hypergrad.DifferentiableUpdate,
+) -> float:
     gates = gate_values(a)
     theta = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     step = update.start()
     for batch in batches:
         grads = torch.autograd.grad(gated(theta, gates, batch), list(theta.values()))
-        theta = {k: v.detach().requires_grad_(True)
-                 for k, v in step(theta, dict(zip(theta, grads, strict=True))).items()}
+        theta = {
+            k: v.detach().requires_grad_(True)
+            for k, v in step(theta, dict(zip(theta, grads, strict=True))).items()
+        }
     with torch.no_grad():
         return float(gated(theta, gates, val))
 
 
-@pytest.mark.parametrize("spec", [{"name": "adamw", "lr": 0.05, "weight_decay": 0.1},
-                                  {"name": "sgd", "lr": 0.5, "momentum": 0.9}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "adamw", "lr": 0.05, "weight_decay": 0.1},
+        {"name": "sgd", "lr": 0.5, "momentum": 0.9},
+    ],
+)
 def test_unrolled_matches_finite_differences(spec: dict[str, Any]) -> None:
     _, gated, params = _setup()
     opt, state = _optimizer(spec, params)
@@ -69,8 +82,10 @@ def test_unrolled_matches_finite_differences(spec: dict[str, Any]) -> None:
     for i in range(3):
         e = torch.zeros(3, dtype=torch.float64)
         e[i] = h
-        numeric[i] = (_value_after_unroll(gated, params, a + e, batches, val, update)
-                      - _value_after_unroll(gated, params, a - e, batches, val, update)) / (2 * h)
+        numeric[i] = (
+            _value_after_unroll(gated, params, a + e, batches, val, update)
+            - _value_after_unroll(gated, params, a - e, batches, val, update)
+        ) / (2 * h)
     assert float(exact.abs().max()) > 1e-4
     torch.testing.assert_close(exact, numeric, rtol=1e-4, atol=1e-8)
     # the second-order term matters: first-order differs from the exact hypergradient
@@ -90,9 +105,14 @@ def test_finite_difference_approximates_one_sgd_step() -> None:
     torch.testing.assert_close(approx, exact, rtol=2e-3, atol=1e-7)
 
 
-@pytest.mark.parametrize("spec", [{"name": "adam", "lr": 0.01},
-                                  {"name": "adamw", "lr": 0.01, "weight_decay": 0.1},
-                                  {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "adam", "lr": 0.01},
+        {"name": "adamw", "lr": 0.01, "weight_decay": 0.1},
+        {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+    ],
+)
 def test_differentiable_update_equals_the_optimizers_update(spec: dict[str, Any]) -> None:
     params = lora_params(tiny_lora(layers=2))
     opt, state = _optimizer(spec, params)

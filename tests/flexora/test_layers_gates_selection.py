@@ -20,12 +20,21 @@ def test_discovers_llama_gpt2_bert_layers() -> None:
 
     llama = discover_layers(tiny_llama(layers=3))
     assert (llama.path, llama.pattern, llama.count) == ("model.layers", "layers", 3)
-    gpt2 = discover_layers(GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2,
-                                                      vocab_size=64, n_positions=32)))
+    gpt2 = discover_layers(
+        GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32))
+    )
     assert (gpt2.path, gpt2.pattern, gpt2.count) == ("transformer.h", "h", 2)
-    bert = discover_layers(BertModel(BertConfig(num_hidden_layers=4, hidden_size=32,
-                                                num_attention_heads=2, intermediate_size=64,
-                                                vocab_size=64)))
+    bert = discover_layers(
+        BertModel(
+            BertConfig(
+                num_hidden_layers=4,
+                hidden_size=32,
+                num_attention_heads=2,
+                intermediate_size=64,
+                vocab_size=64,
+            )
+        )
+    )
     assert (bert.path, bert.pattern, bert.count) == ("encoder.layer", "layer", 4)
 
 
@@ -77,8 +86,9 @@ def test_gates_are_differentiable_and_start_at_one() -> None:
 def test_gates_refuse_dora() -> None:
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(tiny_llama(layers=2), LoraConfig(r=2, target_modules=["q_proj"],
-                                                            use_dora=True))
+    model = get_peft_model(
+        tiny_llama(layers=2), LoraConfig(r=2, target_modules=["q_proj"], use_dora=True)
+    )
     with pytest.raises(ConfigError, match="vanilla LoRA"):
         LayerGates(model, discover_layers(model))
 
@@ -88,8 +98,9 @@ def test_selection_rules() -> None:
     assert select_layers(a, "positive_logit").layers == [0, 2, 4]
     gates = gate_values(a)
     assert select_layers(a, "gate_above_one").layers == [i for i in range(5) if gates[i] > 1]
-    assert select_layers(a - 5.0, "gate_above_one").layers == select_layers(
-        a, "gate_above_one").layers
+    assert (
+        select_layers(a - 5.0, "gate_above_one").layers == select_layers(a, "gate_above_one").layers
+    )
     assert select_layers(a, "top_k", top_k=2).layers == [0, 4]
     empty = select_layers(torch.tensor([-0.5, -0.1, -0.3]), "positive_logit")
     assert empty.layers == [1] and empty.fallback

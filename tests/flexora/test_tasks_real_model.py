@@ -138,9 +138,14 @@ def test_multiple_choice_scoring_beats_chance_untrained() -> None:
 
 
 def _objective_rt() -> Any:
-    spec = {"name": "rotten_tomatoes", "train_size": 4, "val_size": 2, "test_size": 24,
-            "eval_batch_size": 24, "max_length": 40}
+    spec = {
+        "name": "rotten_tomatoes",
+        "train_size": 4,
+        "val_size": 2,
+        "test_size": 24,
+        "eval_batch_size": 24,
+        "max_length": 40,
+    }
     obj = optkit.get_registry().create("objective", spec)
     obj.prepare(torch.device("cpu"), torch.float32)
     return obj
-

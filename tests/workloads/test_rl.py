@@ -32,8 +32,14 @@ def test_dqn_runs_on_each_task(registry: Registry, env: str) -> None:
 
 
 def test_dqn_learns_cartpole(registry: Registry) -> None:
-    spec = {"name": "dqn", "env": "CartPole-v1", "learning_starts": 200, "target_update": 100,
-            "eps_decay_steps": 1000, "eval_episodes": 2}
+    spec = {
+        "name": "dqn",
+        "env": "CartPole-v1",
+        "learning_starts": 200,
+        "target_update": 100,
+        "eps_decay_steps": 1000,
+        "eval_episodes": 2,
+    }
     _, _, _, _, after = run_steps(registry, spec, 1500, optimizer={"name": "adam", "lr": 1e-3})
     # random play scores about 22 per episode; a learning agent's running average climbs above
     assert after["reward"] > 28
@@ -61,7 +67,9 @@ def test_same_seed_same_rewards(registry: Registry, name: str) -> None:
 
 def test_policy_gradient_trains(registry: Registry) -> None:
     obj, _, _losses, _, after = run_steps(
-        registry, {"name": "policy_gradient", "env": "CartPole-v1", "episodes": 4}, 12,
+        registry,
+        {"name": "policy_gradient", "env": "CartPole-v1", "episodes": 4},
+        12,
         optimizer={"name": "adam", "lr": 1e-2},
     )
     returns = obj.episode_returns
@@ -72,8 +80,8 @@ def test_policy_gradient_trains(registry: Registry) -> None:
 
 def test_policy_gradient_batches_are_padded_and_vmappable(registry: Registry) -> None:
     obj = registry.create(
-        "objective", {"name": "policy_gradient", "env": "Pendulum-v1", "episodes": 2,
-                      "max_steps": 50}
+        "objective",
+        {"name": "policy_gradient", "env": "Pendulum-v1", "episodes": 2, "max_steps": 50},
     )
     obj.prepare(torch.device("cpu"), torch.float32)
     params = obj.init_params(torch.Generator().manual_seed(0))
@@ -86,18 +94,25 @@ def test_policy_gradient_batches_are_padded_and_vmappable(registry: Registry) ->
 
 
 def test_bad_env_is_a_clear_error(registry: Registry) -> None:
-    with pytest.raises(ConfigError, match=r"unknown gymnasium environment 'CartPole-v9'.*"
-                       r"Did you mean 'CartPole-v1'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown gymnasium environment 'CartPole-v9'.*"
+        r"Did you mean 'CartPole-v1'",
+    ):
         registry.create("objective", {"name": "dqn", "env": "CartPole-v9"})
-    with pytest.raises(ConfigError, match=r"unknown gymnasium environment 'NoSuchEnv'.*"
-                       r"CartPole-v1, Acrobot-v1, MountainCar-v0, Pendulum-v1"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown gymnasium environment 'NoSuchEnv'.*"
+        r"CartPole-v1, Acrobot-v1, MountainCar-v0, Pendulum-v1",
+    ):
         registry.create("objective", {"name": "policy_gradient", "env": "NoSuchEnv"})
     if importlib.util.find_spec("Box2D") is None:  # LunarLander's extra is not installed
         with pytest.raises(ConfigError, match=r"'LunarLander-v3' needs extra packages.*Box2D"):
             registry.create("objective", {"name": "dqn", "env": "LunarLander-v3"})
     with pytest.raises(ConfigError, match=r"action_bins must be >= 2"):
-        registry.create("objective", {"name": "dqn", "env": "MountainCarContinuous-v0",
-                                      "action_bins": 1})
+        registry.create(
+            "objective", {"name": "dqn", "env": "MountainCarContinuous-v0", "action_bins": 1}
+        )
     with pytest.raises(ConfigError, match=r"observation space"):
         registry.create("objective", {"name": "dqn", "env": "FrozenLake-v1"})
     with pytest.raises(ConfigError, match=r"gamma must be in \[0, 1\]"):
@@ -108,8 +123,9 @@ def test_bad_env_is_a_clear_error(registry: Registry) -> None:
 def test_restarting_the_run_reproduces_the_first_batch(registry: Registry, name: str) -> None:
     """sample_batch steps the environment (stateful_sampling): two calls differ, but
     init_params with the same seed restarts the run and the same batch comes back."""
-    obj = registry.create("objective", {"name": name, **registry.get("objective", name)
-                                        .test_config})  # type: ignore[attr-defined]
+    obj = registry.create(
+        "objective", {"name": name, **registry.get("objective", name).test_config}
+    )  # type: ignore[attr-defined]
     obj.prepare(torch.device("cpu"), torch.float32)
     assert obj.stateful_sampling
     batches = []

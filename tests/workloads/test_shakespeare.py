@@ -11,8 +11,15 @@ from workload_helpers import run_steps, vmap_matches_serial
 from optkit.errors import ConfigError
 from optkit.registry import Registry
 
-SMALL = {"name": "shakespeare", "context": 32, "width": 32, "layers": 1, "heads": 2,
-         "batch_size": 16, "eval_windows": 16}
+SMALL = {
+    "name": "shakespeare",
+    "context": 32,
+    "width": 32,
+    "layers": 1,
+    "heads": 2,
+    "batch_size": 16,
+    "eval_windows": 16,
+}
 
 
 def test_corpus_and_split(registry: Registry) -> None:

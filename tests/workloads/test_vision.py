@@ -15,7 +15,9 @@ pytestmark = pytest.mark.vision
 @pytest.mark.parametrize("model", ["cnn", "mlp"])
 def test_mnist_trains(registry: Registry, model: str) -> None:
     obj, _, _losses, before, after = run_steps(
-        registry, {"name": "mnist", "model": model, "batch_size": 32, "eval_train_size": 300}, 30,
+        registry,
+        {"name": "mnist", "model": model, "batch_size": 32, "eval_train_size": 300},
+        30,
         optimizer={"name": "adam", "lr": 3e-3},
     )
     assert obj.x_train.shape == (4000, 1, 28, 28) and obj.x_test.shape == (1000, 1, 28, 28)
@@ -41,7 +43,9 @@ def test_mnist_vmap_matches_serial_and_is_seeded(registry: Registry) -> None:
 
 def test_fashion_mnist_full_set(registry: Registry) -> None:
     obj, _, _, before, after = run_steps(
-        registry, {"name": "fashion_mnist", "model": "mlp", "batch_size": 64}, 25,
+        registry,
+        {"name": "fashion_mnist", "model": "mlp", "batch_size": 64},
+        25,
         optimizer={"name": "adam", "lr": 2e-3},
     )
     assert obj.x_train.shape == (60000, 1, 28, 28) and obj.x_test.shape == (10000, 1, 28, 28)
@@ -53,8 +57,15 @@ def test_fashion_mnist_full_set(registry: Registry) -> None:
 # 4 s here) and decodes 10k PNGs once (about 9 s); later runs load the cached .npz.
 def test_cifar10_split_and_training(registry: Registry) -> None:
     obj, _, _, before, after = run_steps(
-        registry, {"name": "cifar10", "model": "cnn", "batch_size": 32, "train_size": 2000,
-                   "eval_train_size": 100}, 20,
+        registry,
+        {
+            "name": "cifar10",
+            "model": "cnn",
+            "batch_size": 32,
+            "train_size": 2000,
+            "eval_train_size": 100,
+        },
+        20,
         optimizer={"name": "adam", "lr": 2e-3},
     )
     assert obj.x_train.shape == (2000, 3, 32, 32) and obj.x_test.shape == (2000, 3, 32, 32)
