@@ -91,6 +91,9 @@ class Objective(Plugin, abc.ABC):
     kind: ClassVar[str] = "objective"
     vmappable: ClassVar[bool] = True
     stateful_sampling: ClassVar[bool] = False
+    primary_metric: ClassVar[str | None] = None
+    """The metric of :meth:`evaluate` that reports show by default (``None``: ``gap`` when
+    reported, else ``loss``), e.g. ``"test_error"`` or ``"reward"``."""
     stochastic: bool = False
     optimum: float | None = None
 

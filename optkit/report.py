@@ -51,19 +51,25 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def metrics_by_objective(rows: list[dict[str, Any]], metric: str | None) -> dict[str, str]:
     """The metric shown for each objective.
 
-    ``metric`` where that objective reports it; otherwise (or when ``None``) ``gap`` for
-    objectives that report it, ``score`` for hyperoptimizer cells, else ``loss``.
+    ``metric`` where that objective reports it; otherwise (or when ``None``) the objective's
+    declared ``primary_metric``, ``gap`` for objectives that report it, ``score`` for
+    hyperoptimizer cells, else ``loss``.
     """
     keys: dict[str, set[str]] = defaultdict(set)
     events: dict[str, set[str]] = defaultdict(set)
+    primary: dict[str, str] = {}
     for row in rows:
         if row.get("event") in ("eval", "trial"):
             keys[row["objective"]].update(k for k, v in row.items() if v is not None)
             events[row["objective"]].add(row["event"])
+        elif row.get("event") == "end" and row.get("primary_metric"):
+            primary[row["objective"]] = row["primary_metric"]
     chosen = {}
     for objective, present in keys.items():
         if metric is not None and metric in present:
             chosen[objective] = metric
+        elif primary.get(objective) in present:
+            chosen[objective] = primary[objective]
         elif "eval" not in events[objective]:
             chosen[objective] = "score"
         elif "gap" in present:

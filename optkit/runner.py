@@ -226,7 +226,11 @@ class CellRunner:
                     progress=self.progress,
                     what=cell.key,
                 )
-                final = {**final, "directions": objective.metric_direction()}
+                final = {
+                    **final,
+                    "directions": objective.metric_direction(),
+                    "primary_metric": objective.primary_metric,
+                }
             else:
                 # the hyperoptimizer builds its inner problems itself (no idle model copy)
                 final = self.run_hyper_cell(cell, previous_rows)

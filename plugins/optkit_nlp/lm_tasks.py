@@ -101,6 +101,7 @@ class LoraTextTask(Objective):
     task: ClassVar[str] = ""
     vmappable: ClassVar[bool] = False
     stochastic = True
+    primary_metric: ClassVar[str | None] = "test_accuracy"
     test_marks: ClassVar[tuple[str, ...]] = ("nlp",)
     test_config: ClassVar[dict[str, Any]] = {
         "train_size": 4,

@@ -26,6 +26,7 @@ class RLObjective(Objective):
     stochastic = True
     test_marks: ClassVar[tuple[str, ...]] = ("rl",)
     stateful_sampling: ClassVar[bool] = True
+    primary_metric: ClassVar[str | None] = "reward"
     """``sample_batch`` advances the run's state (environment, replay buffer, episode
     counters): two calls with equal generators differ by design. Reproducibility holds per run:
     ``init_params`` with the same seed restarts the run, and the same sequence of

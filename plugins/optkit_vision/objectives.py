@@ -39,6 +39,7 @@ class ImageClassification(Objective):
     dataset: ClassVar[str]
     vmappable: ClassVar[bool] = True
     stochastic = True
+    primary_metric: ClassVar[str | None] = "test_error"
 
     def __init__(
         self,

@@ -25,7 +25,9 @@ def test_the_pairings_matrix_runs_every_cell(tmp_path: Path) -> None:
         assert last[f"{objective}|optex|0"]["sequential_steps"] == 4
         assert last[f"{objective}|adam|0"]["grad_evals"] == 4
     table, figure = report(tmp_path / "out")
-    assert "| vision:mnist | optex | 1 | 0 | loss |" in table
+    assert "| vision:mnist | optex | 1 | 0 | test_error |" in table  # declared primary metric
+    assert "| rl:cartpole | adam | 1 | 0 | reward |" in table
+    assert "| synthetic:rosenbrock | adam | 1 | 0 | gap |" in table
     assert figure.exists()
 
 
