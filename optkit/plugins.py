@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import traceback
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,7 +161,3 @@ def _add(result: LoadedPlugins, entry: Entry) -> None:
             f" ({entry.cls.__module__}.{entry.cls.__qualname__}). Uninstall or rename one."
         )
     result.entries[entry.kind][entry.name] = entry
-
-
-def format_traceback(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optkit.errors import ConfigError, OptkitError
+from optkit.errors import ConfigError
 from optkit.registry import Registry, get_registry
 
 TOP_LEVEL_KEYS = {
@@ -410,16 +410,11 @@ def check_task(task: Task, registry: Registry | None = None) -> CheckReport:
     return CheckReport(runnable, skipped)
 
 
-def task_error_context(task: Task) -> str:
-    return f"task '{task.name}' ({task.source})"
-
-
 __all__ = [
     "Budget",
     "Cell",
     "CheckReport",
     "ComponentSpec",
-    "OptkitError",
     "Task",
     "check_task",
     "load_task",

@@ -86,19 +86,6 @@ class OptEx(Optimizer):
             raise ConfigError(
                 f"optimizer 'optex': next_iterate must be 'last' or 'best', got {next_iterate!r}"
             )
-        validate_estimator_config(
-            history=history,
-            kernel=kernel,
-            fit=fit,
-            lengthscale=lengthscale,
-            noise=noise,
-            fit_coords=fit_coords,
-            refit_every=refit_every,
-            mll_steps=mll_steps,
-        )
-        self.base: FirstOrderOptimizer = build_base(base, base_config, self.name)
-        self.parallelism, self.history = parallelism, history
-        self.next_iterate, self.proxy_updates_state = next_iterate, proxy_updates_state
         self.estimator_options: dict[str, Any] = dict(
             kernel=kernel,
             fit=fit,
@@ -109,6 +96,12 @@ class OptEx(Optimizer):
             mll_steps=mll_steps,
             seed=seed,
         )
+        validate_estimator_config(
+            history=history, **{k: v for k, v in self.estimator_options.items() if k != "seed"}
+        )
+        self.base: FirstOrderOptimizer = build_base(base, base_config, self.name)
+        self.parallelism, self.history = parallelism, history
+        self.next_iterate, self.proxy_updates_state = next_iterate, proxy_updates_state
 
     def supports(self, objective: Objective) -> Support:
         return self.base.supports(objective)
