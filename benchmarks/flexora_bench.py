@@ -1,238 +1,379 @@
-"""Flexora vs. the LoRA baselines on SmolLM2-135M: every task x seed x method, one JSONL row each.
+"""Flexora vs. the LoRA baselines on SmolLM2-135M: (task, seed, method) jobs on K workers.
 
-Runs the task files ``tasks/flexora-<task>.toml`` and ``tasks/flexora-<task>-baselines.toml``
-through ``optkit.run`` with the benchmark's scale applied (fewer steps and examples than the
-files, so that the whole matrix fits a short GPU lease), seed-major so that a time limit leaves
-every task with the same seeds done. ``--table FILE`` renders the markdown table of a JSONL file.
+Every job is one ``optkit.run`` of ``tasks/flexora-<task>[-baselines].toml`` at the
+benchmark's scale (:class:`flexora_jobs.Scale`), one seed and one method; Flexora's job also
+fine-tunes as many random layers (the ``random`` row). ``--workers K`` worker processes
+(flexora_worker.py, one torch thread each) share one GPU: a launch-bound 135M-parameter
+fine-tune leaves the GPU mostly idle, so K processes give several times the throughput of one.
+The scheduler here hands out jobs in order (``--order``: main suite before the ablation, seed by
+seed, longest first), keeps the estimated GPU memory of the running jobs under
+``--gpu-memory-mb``, starts no job after ``--time-limit`` seconds nor one that would not end
+before ``--deadline`` (estimated from the cost model, recalibrated on the finished jobs), and
+kills what still runs at the deadline (killed jobs leave no row). Each worker appends whole
+rows to ``rows/worker-<i>.jsonl``; they are merged into ``flexora_results.jsonl`` at the end,
+then the report (tables, goal checks, ablation, figures) is written next to it.
 
-    python benchmarks/flexora_bench.py --out runs/flexora --device cuda --time-limit 330
-    python benchmarks/flexora_bench.py --table runs/flexora/flexora_results.jsonl
+    python benchmarks/flexora_bench.py --plan                       # job list, time estimate
+    python benchmarks/flexora_bench.py --out runs/fb --suite main --deadline 520
+    python benchmarks/flexora_bench.py --table runs/fb/flexora_results.jsonl --report-dir runs/fb
+    # CPU smoke test of the whole pipeline (a few minutes):
+    python benchmarks/flexora_bench.py --tiny --device cpu --workers 2 --out /tmp/fb --suite all
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
+import queue
+import subprocess
 import sys
+import threading
 import time
-import tomllib
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("social_iqa", "winowhy", "strategyqa", "rotten-tomatoes")
-METHODS = ("flexora", "random", "lora", "dora", "rslora", "adalora", "lora_drop", "full")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from flexora_jobs import (
+    METHODS,
+    MODES,
+    ROOT,
+    SECONDS_PER_UNIT,
+    TASKS,
+    Job,
+    Scale,
+    build_jobs,
+    simulate,
+)
+
+WORKER = Path(__file__).resolve().parent / "flexora_worker.py"
+TINY = {  # the CPU smoke test: the real model, a few examples and steps
+    "train_size": 8,
+    "val_size": 4,
+    "test_size": 4,
+    "batch_size": 2,
+    "eval_batch_size": 4,
+    "max_length": 40,
+    "epochs": 1.0,
+    "search_fraction": 0.25,
+}
+RELEASED = {"epochs": 3.0, "search_fraction": 1 / 3, "gate_lr": 0.01}
 
 
-def scaled(path: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    raw = tomllib.loads(path.read_text())
-    raw["seeds"] = [seed]
-    raw["device"] = args.device
-    raw["budget"] = {"iterations": args.steps}
-    raw["objective"].update(
-        train_size=args.train_size,
-        val_size=args.val_size,
-        test_size=args.test_size,
-        batch_size=args.batch_size,
-        eval_batch_size=64,
-        attn_implementation=args.attn,
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "flexora-bench")
+    p.add_argument("--jobs-dir", type=Path, default=None, help="optkit run folders (out/jobs)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--workers", type=int, default=None, help="default: 12 on cuda, 2 on cpu")
+    p.add_argument("--suite", choices=("main", "ablation", "all"), default="main")
+    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="*", default=[m for m in METHODS if m != "random"])
+    p.add_argument("--order", choices=("seed", "lpt"), default="seed")
+    s = Scale()
+    p.add_argument("--train-size", type=int, default=s.train_size)
+    p.add_argument("--val-size", type=int, default=s.val_size)
+    p.add_argument("--test-size", type=int, default=s.test_size)
+    p.add_argument("--batch-size", type=int, default=s.batch_size)
+    p.add_argument("--eval-batch-size", type=int, default=s.eval_batch_size)
+    p.add_argument("--max-length", type=int, default=s.max_length)
+    p.add_argument("--epochs", type=float, default=s.epochs, help="fine-tune epochs")
+    p.add_argument(
+        "--search-fraction",
+        type=float,
+        default=s.search_fraction,
+        help="Flexora search steps / fine-tune steps (a search step costs ~2.2-2.8 fine-tune"
+        " steps, so 1/12 keeps the search under 25%% of the fine-tune)",
     )
-    raw["optimizer"] = {"name": "adamw", "lr": args.lr, "weight_decay": 0.0}
-    hyper = raw["hyperoptimizer"]
-    hyper["finetune_steps"] = args.steps
-    if hyper["name"] == "flexora":
-        hyper["search_steps"] = args.search_steps
-    else:
-        hyper["full_lr"] = args.full_lr
-        hyper["drop_steps"] = max(1, args.steps // 5)
-        if args.methods:
-            hyper["methods"] = [m for m in hyper["methods"] if m in args.methods]
-    raw["name"] = f"{raw['name']}-bench-s{seed}"
-    return raw
-
-
-def run_one(task: dict[str, Any], out: Path) -> dict[str, Any]:
-    import optkit
-
-    summary = optkit.run(task, out=out)
-    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    end = next(r for r in rows if r.get("event") == "end")
-    if summary.cells_failed:
-        error = next((r["error"] for r in rows if r.get("event") == "error"), "failed")
-        raise RuntimeError(f"{task['name']}: {error}")
-    return end
-
-
-def flexora_rows(end: dict[str, Any], task: str, seed: int, label: str) -> list[dict[str, Any]]:
-    rows = [
-        {
-            "task": task,
-            "seed": seed,
-            "method": label,
-            "test_accuracy": end["test_accuracy"],
-            "layers_trained": end["layers_trained"],
-            "trainable_params": end["trainable_params"],
-            "search_s": end["search_s"],
-            "finetune_s": end["finetune_s"],
-            "peak_memory_mb": max(end["peak_memory_mb"], end["search_peak_memory_mb"]),
-            "layers": end["selected_layers_str"],
-            "hypergradient": end["hypergradient"],
-        }
-    ]
-    if "random_test_accuracy" in end:
-        rows.append(
-            {
-                "task": task,
-                "seed": seed,
-                "method": "random" if label == "flexora" else f"random({label})",
-                "test_accuracy": end["random_test_accuracy"],
-                "layers_trained": end["random_layers_trained"],
-                "trainable_params": end["random_trainable_params"],
-                "search_s": 0.0,
-                "finetune_s": end["random_finetune_s"],
-                "peak_memory_mb": end["random_peak_memory_mb"],
-                "layers": "",
-                "hypergradient": "",
-            }
-        )
-    return rows
-
-
-def baseline_rows(end: dict[str, Any], task: str, seed: int) -> list[dict[str, Any]]:
-    rows = []
-    for method in METHODS:
-        if f"{method}_test_accuracy" not in end:
-            continue
-        rows.append(
-            {
-                "task": task,
-                "seed": seed,
-                "method": method,
-                "test_accuracy": end[f"{method}_test_accuracy"],
-                "layers_trained": end[f"{method}_layers_trained"],
-                "trainable_params": end[f"{method}_trainable_params"],
-                "search_s": end[f"{method}_total_s"] - end[f"{method}_finetune_s"]
-                if method == "lora_drop"
-                else 0.0,
-                "finetune_s": end[f"{method}_finetune_s"],
-                "peak_memory_mb": end[f"{method}_peak_memory_mb"],
-                "layers": end[f"{method}_layers"],
-                "hypergradient": "",
-            }
-        )
-    return rows
-
-
-def table(path: Path) -> str:
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    out = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        out += [
-            f"\n### {task}\n",
-            "| method | test accuracy (mean ± sd) | seeds | layers trained | trainable params |"
-            " search s | fine-tune s | peak GPU MB |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for method in dict.fromkeys(r["method"] for r in rows if r["task"] == task):
-            rs = [r for r in rows if r["task"] == task and r["method"] == method]
-            acc = [r["test_accuracy"] for r in rs]
-            sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-
-            def mean(key: str, rs: list[dict[str, Any]] = rs) -> float:
-                return statistics.fmean(float(r[key]) for r in rs)
-
-            out.append(
-                f"| {method} | {statistics.fmean(acc):.3f} ± {sd:.3f} | {len(rs)} |"
-                f" {mean('layers_trained'):.1f} | {mean('trainable_params'):,.0f} |"
-                f" {mean('search_s'):.1f} | {mean('finetune_s'):.1f} |"
-                f" {mean('peak_memory_mb'):,.0f} |"
-            )
-    return "\n".join(out)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "flexora-bench")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="*", default=None, help="baselines to run")
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--search-steps", type=int, default=10)
-    parser.add_argument("--train-size", type=int, default=960)
-    parser.add_argument("--val-size", type=int, default=100)
-    parser.add_argument("--test-size", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--full-lr", type=float, default=2e-5)
-    parser.add_argument("--attn", default="sdpa")
-    parser.add_argument(
-        "--ablation",
+    p.add_argument("--gate-lr", type=float, default=s.gate_lr)
+    p.add_argument("--lr", type=float, default=s.lr)
+    p.add_argument("--full-lr", type=float, default=s.full_lr)
+    p.add_argument("--attn", default=s.attn)
+    p.add_argument(
+        "--released",
         action="store_true",
-        help="also: hypergradient modes and search budgets on the first task",
+        help="the released schedule: 3 fine-tune epochs, a one-epoch search, gate lr 0.01",
     )
-    parser.add_argument("--time-limit", type=float, default=float("inf"))
-    parser.add_argument("--table", type=Path, default=None)
-    args = parser.parse_args()
-    if args.table is not None:
-        print(table(args.table))
-        return 0
-    import torch
+    p.add_argument("--tiny", action="store_true", help="CPU smoke-test sizes (TINY)")
+    p.add_argument("--ablation-tasks", nargs="*", default=["winowhy", "strategyqa"])
+    p.add_argument("--ablation-seeds", type=int, nargs="*", default=[0, 1, 2])
+    p.add_argument("--ablation-modes", nargs="*", default=list(MODES), choices=MODES)
+    p.add_argument(
+        "--ablation-budgets",
+        type=float,
+        nargs="*",
+        default=[1 / 12, 1 / 2],
+        help="search budgets as fractions of the fine-tune steps",
+    )
+    p.add_argument("--time-limit", type=float, default=float("inf"), help="no job starts after")
+    p.add_argument("--deadline", type=float, default=float("inf"), help="running jobs killed")
+    p.add_argument("--gpu-memory-mb", type=float, default=120_000)
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=6.0,
+        help="assumed throughput of K concurrent workers over one process (planning only)",
+    )
+    p.add_argument("--seconds-per-unit", type=float, default=SECONDS_PER_UNIT)
+    p.add_argument("--plan", action="store_true", help="print the jobs and the estimate, exit")
+    p.add_argument("--table", type=Path, nargs="*", default=None, help="report of JSONL files")
+    p.add_argument("--report-dir", type=Path, default=None, help="where --table writes files")
+    args = p.parse_args(argv)
+    if args.workers is None:
+        args.workers = 2 if args.device == "cpu" else 12
+    return args
 
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.set_num_threads(1 if args.device == "cpu" else 8)
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = args.out / "flexora_results.jsonl"
+
+def make_scale(args: argparse.Namespace) -> Scale:
+    values = {f.name: getattr(args, f.name) for f in fields(Scale)}
+    if args.tiny:
+        values.update(TINY)
+    if args.released:
+        values.update(RELEASED)
+    return Scale(**values)
+
+
+def seconds_per_unit(args: argparse.Namespace) -> float:
+    """Wall seconds per cost unit of one worker among ``args.workers`` (planning prior)."""
+    k = args.workers
+    return args.seconds_per_unit * k / min(k, args.speedup)
+
+
+def plan_text(jobs: list[Job], scale: Scale, args: argparse.Namespace) -> str:
+    spu = seconds_per_unit(args)
+    lines = [
+        f"scale: {asdict(scale)}",
+        f"fine-tune steps {scale.finetune_steps}, Flexora search steps {scale.search_steps()}"
+        f" (fraction {scale.search_fraction:.4f}), LoRA-drop short run {scale.drop_steps}",
+        f"{'job':58s} {'units':>7s} {'est s':>7s} {'mem MB':>7s}",
+    ]
+    for job in jobs:
+        lines.append(f"{job.id:58s} {job.cost:7.0f} {job.cost * spu:7.1f} {job.memory_mb:7.0f}")
+    for suite in ("main", "ablation"):
+        part = [j for j in jobs if j.suite == suite]
+        if not part:
+            continue
+        units = sum(j.cost for j in part)
+        lines.append(
+            f"{suite}: {len(part)} jobs, {units:,.0f} units ="
+            f" {units * args.seconds_per_unit:,.0f} s"
+            f" in one process at {args.seconds_per_unit} s/unit; with {args.workers} workers at an"
+            f" assumed {min(args.workers, args.speedup):g}x throughput: list-scheduled makespan"
+            f" {simulate(part, args.workers, spu):,.0f} s (+ ~40 s start-up: imports, warm-up)"
+        )
+    units = sum(j.cost for j in jobs)
+    lines.append(
+        f"all: {units:,.0f} units, makespan {simulate(jobs, args.workers, spu):,.0f} s;"
+        f" peak memory if the {args.workers} largest jobs ran at once:"
+        f" {sum(sorted((j.memory_mb for j in jobs), reverse=True)[: args.workers]):,.0f} MB"
+        f" (the scheduler keeps it under {args.gpu_memory_mb:,.0f})"
+    )
+    return "\n".join(lines)
+
+
+def prefetch(tasks: list[str]) -> None:
+    """Convert the GGUF once and verify the data artifacts before the workers start (so that
+    K workers do not convert concurrently)."""
+    from optkit_nlp.models import ensure_converted
+    from optkit_nlp.text_data import load_task
+
     start = time.perf_counter()
+    ensure_converted("smollm2-135m")
+    for task in tasks:
+        load_task(task.replace("-", "_"))
+    print(f"prefetch {time.perf_counter() - start:.1f} s", flush=True)
 
-    def emit(rows: list[dict[str, Any]]) -> None:
-        with results.open("a") as handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
-                print(json.dumps(row), flush=True)
 
-    def over() -> bool:
-        return time.perf_counter() - start > args.time_limit
+class Worker:
+    """A worker subprocess, its current job and a thread that reads its stdout lines."""
 
-    for seed in args.seeds:
-        for task in args.tasks:
-            if over():
-                print(f"time limit: stopped before {task} seed {seed}", flush=True)
+    def __init__(self, index: int, args: argparse.Namespace, lines: queue.Queue[Any]) -> None:
+        self.index = index
+        self.job: Job | None = None
+        self.started = 0.0
+        self.ready = False
+        self.alive = True
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        log = (args.out / "logs" / f"worker-{index}.log").open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                "--rows",
+                str(args.out / "rows" / f"worker-{index}.jsonl"),
+                "--device",
+                args.device,
+                "--index",
+                str(index),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        out: IO[str] = self.proc.stdout
+        threading.Thread(target=self._read, args=(out, lines), daemon=True).start()
+
+    def _read(self, out: IO[str], lines: queue.Queue[Any]) -> None:
+        for line in out:
+            lines.put((self.index, line.strip()))
+        lines.put((self.index, "EOF"))
+
+    def send(self, job: Job, scale: Scale, jobs_dir: Path, now: float) -> None:
+        assert self.proc.stdin is not None
+        message = {"job": job.to_json(), "scale": asdict(scale), "jobs_dir": str(jobs_dir)}
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        self.job, self.started = job, now
+
+
+def run(args: argparse.Namespace, scale: Scale, jobs: list[Job]) -> bool:
+    """Schedule ``jobs`` on ``args.workers`` workers (module docstring). False when every
+    worker died with jobs left (their logs say why)."""
+    start = time.perf_counter()
+    for sub in ("rows", "logs"):
+        (args.out / sub).mkdir(parents=True, exist_ok=True)
+    jobs_dir = args.jobs_dir or args.out / "jobs"
+    (args.out / "plan.txt").write_text(plan_text(jobs, scale, args) + "\n")
+    prefetch(sorted({j.task for j in jobs}))
+    lines: queue.Queue[Any] = queue.Queue()
+    workers = [Worker(i, args, lines) for i in range(min(args.workers, len(jobs)))]
+    pending = list(jobs)
+    done_units, done_seconds = 0.0, 0.0
+    skipped: list[str] = []
+    parent_rows = (args.out / "rows" / "scheduler.jsonl").open("a")
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {text}", flush=True)
+
+    def spu() -> float:
+        return done_seconds / done_units if done_units > 0 else seconds_per_unit(args)
+
+    while True:
+        now = time.perf_counter() - start
+        if now >= args.deadline:
+            for w in workers:
+                if w.job is not None and w.alive:
+                    log(f"deadline: killing worker {w.index} running {w.job.id}")
+                    w.proc.kill()
+                    skipped.append(f"{w.job.id} (killed at the deadline)")
+                    w.job, w.alive = None, False
+            break
+        used = sum(w.job.memory_mb for w in workers if w.job is not None)
+        for w in workers:
+            if not (w.ready and w.alive and w.job is None) or now >= args.time_limit:
+                continue
+            for job in list(pending):
+                if now + job.cost * spu() * 1.1 > args.deadline:
+                    pending.remove(job)
+                    skipped.append(
+                        f"{job.id} (estimated {job.cost * spu():.0f} s: past the deadline)"
+                    )
+                    continue
+                if used + job.memory_mb > args.gpu_memory_mb and used > 0:
+                    continue  # wait for memory; a smaller job further down may fit
+                pending.remove(job)
+                w.send(job, scale, jobs_dir, now)
+                used += job.memory_mb
+                log(f"worker {w.index} <- {job.id} (est {job.cost * spu():.0f} s)")
                 break
-            flex = run_one(
-                scaled(ROOT / "tasks" / f"flexora-{task}.toml", args, seed),
-                args.out / f"{task}-flexora-s{seed}",
-            )
-            emit(flexora_rows(flex, task, seed, "flexora"))
-            if over():
-                break
-            base = run_one(
-                scaled(ROOT / "tasks" / f"flexora-{task}-baselines.toml", args, seed),
-                args.out / f"{task}-baselines-s{seed}",
-            )
-            emit(baseline_rows(base, task, seed))
-    if args.ablation:
-        task = args.tasks[0]
-        for mode, steps in (
-            ("unrolled", args.search_steps),
-            ("finite_difference", args.search_steps),
-            ("first_order", 3 * args.search_steps),
+        running = [w for w in workers if w.job is not None]
+        if not running and (
+            not pending or now >= args.time_limit or not any(w.alive for w in workers)
         ):
-            if over():
-                print(f"time limit: ablation {mode}/{steps} not run", flush=True)
-                break
-            raw = scaled(ROOT / "tasks" / f"flexora-{task}.toml", args, 0)
-            raw["hyperoptimizer"].update(
-                hypergradient=mode, search_steps=steps, random_control=False
-            )
-            raw["objective"]["attn_implementation"] = "eager"
-            raw["name"] += f"-{mode}-{steps}"
-            end = run_one(raw, args.out / f"{task}-ablation-{mode}-{steps}")
-            emit(flexora_rows(end, task, 0, f"flexora[{mode},{steps} steps]"))
-    print(f"total {time.perf_counter() - start:.1f} s", flush=True)
-    print(table(results))
-    return 0
+            break
+        try:
+            index, line = lines.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        w = workers[index]
+        if line.startswith("READY"):
+            w.ready = True
+            log(f"worker {index} ready (warm-up {line.split()[1]} s)")
+        elif line.startswith("DONE"):
+            _, job_id, status, wall = line.split()
+            assert w.job is not None and w.job.id == job_id
+            if status == "ok":
+                done_units += w.job.cost
+                done_seconds += float(wall)
+            log(f"worker {index} done {job_id} {status} {float(wall):.1f} s (s/unit {spu():.3f})")
+            w.job = None
+        elif line == "EOF":
+            w.alive = False
+            if w.job is not None:
+                log(f"worker {index} died running {w.job.id}")
+                row = {"job": w.job.id, "suite": w.job.suite, "task": w.job.task}
+                row.update(seed=w.job.seed, method=w.job.kind, status="failed")
+                row["error"] = f"worker died (see logs/worker-{index}.log)"
+                parent_rows.write(json.dumps(row) + "\n")
+                parent_rows.flush()
+                w.job = None
+        else:
+            log(f"worker {index}: {line}")
+    if now < args.deadline:
+        skipped += [f"{j.id} (time limit)" for j in pending]
+    for w in workers:
+        if w.alive and w.proc.stdin is not None:
+            w.proc.stdin.close()
+    for w in workers:
+        try:
+            w.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+    parent_rows.close()
+    (args.out / "skipped.txt").write_text("".join(s + "\n" for s in skipped))
+    log(f"finished; {len(skipped)} job(s) not run (skipped.txt)")
+    if pending and now < args.deadline and not any(w.alive for w in workers):
+        log(f"every worker died; {len(pending)} job(s) left: see {args.out / 'logs'}")
+        return False
+    return True
+
+
+def merge(out: Path) -> Path:
+    """Concatenate the workers' rows (whole lines only) into ``out/flexora_results.jsonl``."""
+    rows = []
+    for path in sorted((out / "rows").glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill (cannot happen with one write per job)
+    rows.sort(key=lambda r: (r.get("suite", ""), r["task"], r["seed"], r["method"], r["job"]))
+    target = out / "flexora_results.jsonl"
+    target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.table is not None:
+        from flexora_report import write_report
+
+        print(write_report(args.table, args.report_dir))
+        return 0
+    scale = make_scale(args)
+    jobs = build_jobs(args, scale)
+    if args.plan:
+        print(plan_text(jobs, scale, args))
+        return 0
+    ok = run(args, scale, jobs)
+    results = merge(args.out)
+    from flexora_report import write_report
+
+    print(write_report([results], args.out))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

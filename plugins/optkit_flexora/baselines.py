@@ -75,6 +75,11 @@ def lora_output_norms(
     return totals / max(1, len(batches))
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def keep_by_importance(importance: torch.Tensor, threshold: float) -> list[int]:
     """Smallest set of most important layers whose normalized importance sums to
     ``threshold`` (LoRA-drop's rule); sorted indices."""
@@ -240,6 +245,8 @@ class LoraBaselines(HyperOptimizer):
         params = objective.init_params(gen)
         state = optimizer.init(params)
         oracle = Oracle(objective, serial_executor(), gen)
+        _synchronize(objective.device)
+        start = time.perf_counter()
         for _ in range(self.drop_steps):
             params, state, _info = optimizer.step(params, state, oracle)
         batches = [objective.sample_split_batch("train", gen) for _ in range(self.drop_batches)]
@@ -250,6 +257,8 @@ class LoraBaselines(HyperOptimizer):
             lambda b: objective.scores(params, b),
         )
         layers = keep_by_importance(importance, self.drop_threshold)
+        _synchronize(objective.device)
+        extras["lora_drop_search_s"] = time.perf_counter() - start  # short run + scoring
         extras["lora_drop_importance"] = importance.tolist()
         context.record(
             {"stage": "lora_drop-scores", "importance": importance.tolist(), "kept": layers}

@@ -24,7 +24,8 @@ class FinetuneResult:
 
     ``test_accuracy`` / ``test_loss`` on the objective's test split, ``val_accuracy`` /
     ``val_loss`` on its validation split, ``trainable_params`` (count), ``layers`` trained,
-    ``seconds`` of the training loop (evaluation excluded), ``peak_memory_mb`` (CUDA only).
+    ``seconds`` of the training loop (evaluation excluded), ``peak_memory_mb`` (CUDA only),
+    ``num_layers`` of the model.
     """
 
     test_accuracy: float
@@ -35,6 +36,7 @@ class FinetuneResult:
     layers: list[int]
     seconds: float
     peak_memory_mb: float
+    num_layers: int = 0
     params: Params = field(repr=False, default_factory=dict)
 
     def metrics(self, prefix: str = "") -> dict[str, Any]:
@@ -47,6 +49,7 @@ class FinetuneResult:
             f"{prefix}layers_trained": len(self.layers),
             f"{prefix}finetune_s": self.seconds,
             f"{prefix}peak_memory_mb": self.peak_memory_mb,
+            f"{prefix}num_layers": self.num_layers,
         }
 
 
@@ -112,6 +115,7 @@ def run_finetune(
         list(layers),
         seconds,
         peak,
+        objective.num_layers,
         params,
     )
     record({"stage": f"{label}-result", **result.metrics()})

@@ -16,6 +16,7 @@ Optionally (``random_control``) the same fine-tune on as many random layers (see
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any, ClassVar, Literal
 
@@ -56,6 +57,14 @@ def gate_step(
     optimizer.step()
     if not bool(torch.isfinite(logits).all()):
         raise DivergenceError(f"flexora: gate logits became non-finite at search step {step}")
+
+
+def release_memory(device: torch.device) -> None:
+    """Collect the previous stage's model so that the next stage's peak memory (reset at its
+    start) does not include it, and hand cached CUDA blocks back to other processes."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class Flexora(HyperOptimizer):
@@ -137,6 +146,7 @@ class Flexora(HyperOptimizer):
         search = self._search(context)
         times["search_s"] = search["loop_s"]  # the alternating steps alone
         times["search_setup_s"] = time.perf_counter() - start - search["loop_s"]  # model load
+        release_memory(context.device)  # the search model is gone: free it for the fine-tune
 
         start = time.perf_counter()
         chosen = select_layers(search["logits"], self.selection, self.top_k)
@@ -168,6 +178,7 @@ class Flexora(HyperOptimizer):
             **final.metrics(),
         }
         if self.random_control:
+            release_memory(context.device)
             gen = torch.Generator().manual_seed(10_000 + context.seed)
             perm = torch.randperm(search["num_layers"], generator=gen)
             random_layers = sorted(int(i) for i in perm[: len(chosen.layers)])
