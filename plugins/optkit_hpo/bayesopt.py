@@ -1,10 +1,12 @@
 """Gaussian-process Bayesian optimization with BoTorch over a declared search space.
 
 Each round fits a ``SingleTaskGP`` (RBF kernel, BoTorch's default priors, ``Standardize``
-outcome transform) to every observed trial by maximizing the marginal likelihood
-(``fit_gpytorch_mll``), then proposes ``batch_size`` points by sequential greedy optimization
-of ``qLogExpectedImprovement`` (``optimize_acqf``) in the unit cube of the search space
-(:mod:`optkit_hpo.space`). Discrete parameters:
+outcome transform; options ``gp_prior`` and ``noise`` change the kernel prior and the noise
+model) to every observed trial by maximizing the marginal likelihood (``fit_gpytorch_mll``),
+then proposes ``batch_size`` points by sequential greedy optimization of
+``qLogExpectedImprovement`` (``acquisition = "lognei"``: ``qLogNoisyExpectedImprovement``)
+with ``optimize_acqf`` in the unit cube of the search space (:mod:`optkit_hpo.space`).
+Discrete parameters:
 
 * integers and layer selections are rounded by ``optimize_acqf``'s ``post_processing_func``
   (``SearchSpace.project``), so every candidate, and every pending point of the batch, is a
@@ -37,6 +39,8 @@ from optkit_hpo.trials import TrialBook, validate_counts
 
 MAX_ENUMERATED = 64
 """Most categorical combinations ``categorical = "enumerate"`` optimizes one by one."""
+EXACT_NOISE = 1e-5
+"""Noise variance of the standardized scores with ``noise = "none"``."""
 
 
 def transform_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
@@ -101,19 +105,33 @@ class BoTorchSearch(HyperOptimizer):
         num_restarts: int = 8,
         raw_samples: int = 256,
         mc_samples: int = 128,
+        acquisition: Literal["logei", "lognei"] = "logei",
+        noise: Literal["fitted", "none"] = "fitted",
+        gp_prior: Literal["dim_scaled", "matern_gamma"] = "dim_scaled",
     ) -> None:
         """Args:
         space: the search space table (format: :mod:`optkit_hpo.space`).
         trials: number of trials, resumed ones and the Sobol design included.
         batch_size: q, the points proposed per round (run one after another by ``run_trial``).
-        initial_trials: size of the Sobol design; default ``max(4, 2 * parameters)``,
-            at most ``trials``.
+        initial_trials: size of the Sobol design; default ``max(4, parameters + 1)``,
+            at most ``trials`` (a small design leaves more trials to the GP; see
+            ``docs/benchmarks/hpo.md``).
         failures: what the GP sees for a failed trial: the worst finite score, or nothing.
         score_transform: ``rank`` | ``log`` | ``none`` (see :func:`transform_scores`).
         categorical: how categorical parameters are optimized (module docstring).
         max_dims: the most unit-cube coordinates accepted (a GP on more is not sensible).
         num_restarts / raw_samples: ``optimize_acqf``'s multi-start settings.
-        mc_samples: quasi-Monte-Carlo samples of qLogEI.
+        mc_samples: quasi-Monte-Carlo samples of the acquisition function.
+        acquisition: ``logei`` (qLogExpectedImprovement over the best observed value) or
+            ``lognei`` (qLogNoisyExpectedImprovement: integrates over the GP's posterior at
+            the observed points, for noisy scores).
+        noise: ``fitted`` (a Gaussian likelihood whose noise is fitted with the kernel) or
+            ``none`` (the scores are treated as exact: a fixed noise variance of ``1e-5``
+            on the standardized scale, for deterministic trials).
+        gp_prior: ``dim_scaled`` (BoTorch's default: RBF kernel, LogNormal lengthscale prior
+            scaled with the dimension, Hvarfner et al. 2024) or ``matern_gamma`` (BoTorch's
+            earlier default: Matern-5/2 in a ScaleKernel, Gamma(3, 6) lengthscale prior
+            (mean 0.5 of the unit cube), Gamma noise prior).
         """
         self.where = f"hyperoptimizer '{self.name}'"
         validate_counts(
@@ -127,7 +145,7 @@ class BoTorchSearch(HyperOptimizer):
         )
         self.space = parse_space(space, self.where)
         if initial_trials is None:
-            initial_trials = min(trials, max(4, 2 * len(self.space.params)))
+            initial_trials = min(trials, max(4, len(self.space.params) + 1))
         if not 1 <= initial_trials <= trials:
             raise ConfigError(
                 f"{self.where}: 'initial_trials' must be in [1, trials = {trials}],"
@@ -159,6 +177,8 @@ class BoTorchSearch(HyperOptimizer):
             raw_samples,
             mc_samples,
         )
+        self.acquisition = acquisition
+        self.noise, self.gp_prior = noise, gp_prior
 
     # ---------------------------------------------------------------------------------------
 
@@ -239,7 +259,11 @@ class BoTorchSearch(HyperOptimizer):
         BoTorch's random draws (restarts, initial conditions) run under a forked global RNG
         seeded with ``seed``, so the proposal is deterministic and outside state untouched.
         """
-        from botorch.acquisition.logei import qLogExpectedImprovement
+        from botorch.acquisition.logei import (
+            qLogExpectedImprovement,
+            qLogNoisyExpectedImprovement,
+        )
+        from botorch.acquisition.monte_carlo import SampleReducingMCAcquisitionFunction
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import SingleTaskGP
         from botorch.models.transforms.outcome import Standardize
@@ -251,16 +275,23 @@ class BoTorchSearch(HyperOptimizer):
             torch.manual_seed(seed)
             start = time.perf_counter()
             train_y = -transform_scores(scores, self.score_transform).unsqueeze(-1)
-            model = SingleTaskGP(x, train_y, outcome_transform=Standardize(m=1))
+            model = SingleTaskGP(
+                x,
+                train_y,
+                train_Yvar=self.exact_noise(train_y) if self.noise == "none" else None,
+                outcome_transform=Standardize(m=1),
+                **self.prior_modules(),
+            )
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
             fit_s = time.perf_counter() - start
 
             start = time.perf_counter()
-            acqf = qLogExpectedImprovement(
-                model,
-                best_f=train_y.max(),
-                sampler=SobolQMCNormalSampler(torch.Size([self.mc_samples]), seed=seed),
-            )
+            sampler = SobolQMCNormalSampler(torch.Size([self.mc_samples]), seed=seed)
+            acqf: SampleReducingMCAcquisitionFunction
+            if self.acquisition == "lognei":
+                acqf = qLogNoisyExpectedImprovement(model, X_baseline=x, sampler=sampler)
+            else:
+                acqf = qLogExpectedImprovement(model, best_f=train_y.max(), sampler=sampler)
             bounds = torch.stack([torch.zeros(self.space.dims), torch.ones(self.space.dims)])
             common: dict[str, Any] = {
                 "acq_function": acqf,
@@ -279,6 +310,29 @@ class BoTorchSearch(HyperOptimizer):
                 candidates, _ = optimize_acqf(sequential=True, **common)
             acq_s = time.perf_counter() - start
         return candidates.detach().reshape(q, self.space.dims), fit_s, acq_s
+
+    @staticmethod
+    def exact_noise(train_y: torch.Tensor) -> torch.Tensor:
+        """Noise variances ``(n, 1)`` for ``noise = "none"``: ``EXACT_NOISE`` times the
+        variance of ``train_y`` ``(n, 1)``, i.e. ``EXACT_NOISE`` after ``Standardize``."""
+        var = float(train_y.var()) if train_y.numel() > 1 else 0.0
+        return torch.full_like(train_y, EXACT_NOISE * (var if var > 0 else 1.0))
+
+    def prior_modules(self) -> dict[str, Any]:
+        """``SingleTaskGP`` keyword arguments of ``gp_prior`` (none: BoTorch's defaults)."""
+        if self.gp_prior == "dim_scaled":
+            return {}
+        from botorch.models.utils.gpytorch_modules import (
+            get_gaussian_likelihood_with_gamma_prior,
+            get_matern_kernel_with_gamma_prior,
+        )
+
+        modules: dict[str, Any] = {
+            "covar_module": get_matern_kernel_with_gamma_prior(self.space.dims)
+        }
+        if self.noise == "fitted":
+            modules["likelihood"] = get_gaussian_likelihood_with_gamma_prior()
+        return modules
 
     def fixed_features(self) -> list[dict[int, float]]:
         """One ``{coordinate: 0/1}`` map per joint choice of the categorical parameters."""

@@ -12,6 +12,7 @@ from optkit_hpo.bayesopt import transform_scores
 from optkit_hpo.space import parse_space
 
 import optkit
+from optkit.errors import ConfigError
 from optkit.interfaces import TrialResult
 
 pytestmark = pytest.mark.bo
@@ -186,3 +187,55 @@ def test_tunes_adam_on_a_real_inner_problem(pairing: Any) -> None:
     design_best = min(t.score for t in result.trials[:4])
     assert result.best_score <= design_best
     assert all(t.cost_s > 0 and "gap" in t.metrics for t in result.trials)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("acquisition", "ei", "'logei' | 'lognei'"),
+        ("noise", 0.0, "'fitted' | 'none'"),
+        ("gp_prior", "matern", "'dim_scaled' | 'matern_gamma'"),
+        ("score_transform", "sqrt", "'rank' | 'log' | 'none'"),
+    ],
+)
+def test_bad_model_options_are_refused_before_anything_runs(
+    option: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{option}.*{message}"):
+        make(**{option: value})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"acquisition": "lognei", "gp_prior": "matern_gamma"},
+        {"noise": "none"},
+    ],
+)
+def test_noisy_ei_exact_noise_and_matern_prior_still_optimize(
+    black_box: Any, options: dict[str, Any]
+) -> None:
+    context, recorder = black_box(quadratic, seed=0)
+    result = make(trials=12, initial_trials=4, **options).optimize(context)
+    assert len(recorder.calls) == 12
+    rounds = [r for r in recorder.rows if r["hpo_event"] == "round"]
+    assert [(r["phase"], r["n_train"]) for r in rounds] == [("bo", n) for n in range(4, 12)]
+    design_best = min(t.score for t in result.trials[:4])
+    assert result.best_score < 0.5 * design_best
+
+
+def test_exact_noise_is_relative_to_the_score_scale() -> None:
+    from optkit_hpo.bayesopt import EXACT_NOISE, BoTorchSearch
+
+    y = torch.tensor([[1.0], [3.0], [5.0]], dtype=torch.float64)
+    assert torch.allclose(BoTorchSearch.exact_noise(y), torch.full_like(y, 4.0 * EXACT_NOISE))
+    assert torch.allclose(BoTorchSearch.exact_noise(100 * y), 1e4 * BoTorchSearch.exact_noise(y))
+    flat = torch.ones(3, 1, dtype=torch.float64)
+    assert torch.equal(BoTorchSearch.exact_noise(flat), torch.full_like(flat, EXACT_NOISE))
+
+
+def test_default_design_is_parameters_plus_one_at_least_four() -> None:
+    lr = {"low": 1e-3, "high": 1.0, "log": True}
+    assert make().initial_trials == 5  # MIXED: 4 parameters
+    assert make(space={"optimizer.lr": lr}).initial_trials == 4
+    assert make(space={"optimizer.lr": lr}, trials=3).initial_trials == 3  # capped by trials
