@@ -13,6 +13,11 @@ Cost engineering (``d`` large, ``T0`` small):
 * ``W = (K + s^2 I)^-1`` (``T0 x T0``) is computed once per iteration (:meth:`begin`), on the
   CPU in float64 with a jitter ladder; a query is then two matrix-vector products over the
   history: ``s = X v`` for the distances and ``mu = (W k) G``.
+* No host synchronisation in the hot path: the T0 x T0 distance table and the gradients at
+  the fit's coordinates live on the device, :meth:`append` updates them with ``index_copy_``
+  and sends them to pinned host memory without blocking; :meth:`begin` fits on that copy and
+  sends W and the squared lengthscale back the same way, into static buffers that
+  :meth:`query_into` reads (so the proxy loop can be captured in a CUDA graph).
 * Distances come from one matrix-vector product, not ``cdist``: with an *anchor* ``c`` (the
   iteration's start point) and ``a_i = ||X_i - c||^2``,
   ``||x - X_i||^2 = a_i + ||v||^2 - 2 (Y_i . v - c_y . v)`` with ``v = x - c``, where the
@@ -23,24 +28,47 @@ Cost engineering (``d`` large, ``T0`` small):
   ``a`` moves to the next anchor with the same formula (one more product per iteration);
   ``h`` is re-based (one pass over ``Y``) only when the anchor drifts farther from it than the
   stored points are; pairwise distances of new points are computed once, on entry.
+* ``device_solve`` (opt-in; CPU-tested, not yet measured on a GPU): ``W`` is computed on
+  the device from the device distance table (:meth:`solve_device`): the whole jitter
+  ladder as one batched ``cholesky_ex`` (no error check, so no synchronisation), the
+  first rung that succeeded chosen on the device, and a device-side ``ok`` flag; when no
+  rung succeeds the queries return the newest stored gradient (``mu = G^T e_newest``,
+  branchless). The host only uploads the (lagged) hyperparameters, without blocking. So
+  :meth:`begin`'s device work (anchor move + solve) can be captured in a CUDA graph with
+  the proxy loop, and :meth:`append`'s device work is replayed from a CUDA graph per
+  (N, queried rows).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import math
-from typing import Literal
+import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
 
 import torch
 
 from optkit.errors import ConfigError, DivergenceError
-from optkit_optex.hyper import Hyper, fit_heuristic, fit_mll
+from optkit_optex.hyper import Hyper, fit_heuristic_solve, fit_mll
 from optkit_optex.kernels import evaluate_sq, kernel_spec
+
+log = logging.getLogger(__name__)
 
 FitMode = Literal["heuristic", "mll", "fixed"]
 
 JITTERS: tuple[float, ...] = (0.0, 1e-8, 1e-6, 1e-4, 1e-2)
 """Relative jitter ladder (times the mean diagonal of ``K + s^2 I``) tried for Cholesky."""
+
+_FIT_POOL: ThreadPoolExecutor | None = None
+
+
+def _fit_pool() -> ThreadPoolExecutor:
+    """The single background worker thread that runs lagged fits (created on first use)."""
+    global _FIT_POOL
+    if _FIT_POOL is None:
+        _FIT_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optex-fit")
+    return _FIT_POOL
 
 
 class KernelGradientEstimator:
@@ -61,7 +89,24 @@ class KernelGradientEstimator:
         fit_coords: m, the number of gradient coordinates the fit looks at.
         refit_every: refit the hyperparameters every this many iterations (``W`` is rebuilt
             every iteration regardless).
+        fit_lag: iterations between a fit's data and its use. 0: :meth:`begin` fits on the
+            current history and waits for it (the fit is on the critical path). L >= 1: the
+            fit on the history at iteration t's :meth:`begin` runs in a background worker
+            thread while iteration t goes on, and iteration t + L uses its hyperparameters
+            (until then the previous ones; the first fit is waited for). ``W`` is always the
+            solve on the *current* history with the hyperparameters in use. Deterministic:
+            the worker computes a pure function of a copy of the history, and
+            :meth:`begin` waits for exactly the fit it needs; an exception in the worker is
+            raised there.
         mll_steps: Adam steps of the marginal-likelihood fit.
+        device_solve: compute ``W`` on the device (:meth:`solve_device`, no host
+            synchronisation) instead of on the host (default off: this path passes the CPU
+            tests but has not been measured on a GPU yet; ``None`` means off). With it
+            :attr:`jitter` and :attr:`fallbacks` describe the solve of the previous iteration
+            (read back with the next :meth:`begin`'s snapshot, no extra synchronisation).
+        cuda_graph: with ``device_solve`` on CUDA, replay :meth:`append`'s device work from a
+            CUDA graph (one per (N, queried rows); the first append of a shape runs eagerly,
+            the second captures).
         device / dtype: where the buffers live (the parameters' device and dtype).
         seed: seed of the coordinate subsample.
     """
@@ -77,7 +122,10 @@ class KernelGradientEstimator:
         noise: float | None = None,
         fit_coords: int = 128,
         refit_every: int = 1,
+        fit_lag: int = 1,
         mll_steps: int = 30,
+        device_solve: bool | None = None,
+        cuda_graph: bool = True,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
@@ -90,32 +138,81 @@ class KernelGradientEstimator:
             noise=noise,
             fit_coords=fit_coords,
             refit_every=refit_every,
+            fit_lag=fit_lag,
             mll_steps=mll_steps,
         )
         self.dim, self.history, self.kernel, self.fit = dim, history, kernel, fit
         self.fixed_lengthscale = lengthscale
         self.fixed_noise = 1e-3 if (fit == "fixed" and noise is None) else noise
-        self.refit_every, self.mll_steps = refit_every, mll_steps
+        self.refit_every, self.mll_steps, self.fit_lag = refit_every, mll_steps, fit_lag
+        # Lagged fits in flight: (iteration whose history they fit, future).
+        self._pending: deque[tuple[int, Future[tuple[Hyper | None, torch.Tensor | None]]]] = deque()
+        self._fitted = False  # a fit result has been taken
         self.device, self.dtype = torch.device(device), dtype
-        self.X = torch.zeros(history, dim, device=self.device, dtype=dtype)  # offsets Y
-        self.G = torch.zeros(history, dim, device=self.device, dtype=dtype)
-        self.valid = torch.zeros(history, dtype=torch.bool)
-        self.valid_dev = torch.zeros(history, device=self.device, dtype=dtype)  # 1.0 / 0.0
-        self.sqdist = torch.zeros(history, history, dtype=torch.float64)
-        self.count = 0  # pairs ever appended
+        self._background = self.device.type == "cuda"  # lagged fits in the worker thread
+        t0 = history
+
+        def buf(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, device=self.device, dtype=dtype)
+
+        self.X = buf(t0, dim)  # offsets Y_i = X_i - origin
+        self.G = buf(t0, dim)
         gen = torch.Generator().manual_seed(seed)
         m = min(fit_coords, dim)
         self.coords = torch.randperm(dim, generator=gen)[:m].sort().values.to(self.device)
-        self.origin: torch.Tensor | None = None  # X stores offsets from this point
-        self.anchor: torch.Tensor | None = None  # the iteration's start point
-        self.anchor_y: torch.Tensor | None = None  # anchor - origin
-        self.a = torch.zeros(history, device=self.device, dtype=dtype)
-        self.W = torch.zeros(history, history, device=self.device, dtype=dtype)
+        # Device-side bookkeeping, all static buffers updated in place (CUDA-graph friendly):
+        self.Gc = buf(t0, m)  # G at the fit's coordinates
+        self.sqd = buf(t0, t0)  # squared distances between stored points
+        self.a = buf(t0)  # squared distances from the anchor
+        self.valid_dev = buf(t0)  # 1.0 for a stored slot, 0.0 otherwise
+        self.origin = buf(dim)  # X stores offsets from this point
+        self.anchor = buf(dim)  # the iteration's start point
+        self.anchor_y = buf(dim)  # anchor - origin
+        self.mean_grad = buf(dim)
+        # W = (K + s^2 I)^-1 and the squared lengthscale, one buffer: one host-to-device copy.
+        self._wl = buf(t0 * t0 + 1)
+        self.W = self._wl[: t0 * t0].view(t0, t0)
+        self.ls_sq = self._wl[t0 * t0 :]  # (1,): the squared lengthscale as a tensor
+        cuda = self.device.type == "cuda"
+        self._wl_host = torch.zeros(t0 * t0 + 1, dtype=dtype, pin_memory=cuda)
+        self._wl_event = torch.cuda.Event() if cuda else None
+        # Device solve: hyperparameters (squared lengthscale, relative noise) in float64 on the
+        # device, uploaded without blocking; the ok flag, the solve's (rung, ok) for the
+        # host, and the one-hot of the newest slot (the fallback weights).
+        self.device_solve = bool(device_solve)
+        self._hyp = torch.zeros(2, device=self.device, dtype=torch.float64)
+        self._hyp_host = torch.zeros(2, dtype=torch.float64, pin_memory=cuda)
+        self._hyp_event = torch.cuda.Event() if cuda else None
+        self._hyp_sent: Hyper | None = None
+        self._ok = torch.zeros(1, device=self.device, dtype=torch.bool)
+        self._info = torch.zeros(2, device=self.device, dtype=dtype)  # (rung, ok)
+        self._wfb = buf(t0)  # one-hot of the newest slot
+        self._jitters = torch.tensor(JITTERS, device=self.device, dtype=torch.float64)
+        self._eye64 = torch.eye(t0, device=self.device, dtype=torch.float64)
+        self._solved = False  # a device solve ran since the last append
+        # Host mirror of (sqd, Gc, drift, spread, rung, ok): assembled on the device in
+        # _snap_dev and copied device-to-host after every append without blocking; begin()
+        # reads it (by then the copy is done).
+        self._snap_dev = buf(t0 * t0 + t0 * m + 4)
+        self._snap_host = torch.zeros(t0 * t0 + t0 * m + 4, dtype=dtype, pin_memory=cuda)
+        self._snap_event = torch.cuda.Event() if cuda else None
+        self._snap_new = False
+        self._snap_solved = False  # the snapshot's (rung, ok) come from a device solve
+        # Append: the ring's next slot as a device tensor (advanced in place), CUDA graphs.
+        self._start = torch.zeros(1, device=self.device, dtype=torch.long)
+        self._arange = torch.arange(t0, device=self.device)
+        self.graph_append = cuda_graph and cuda and self.device_solve
+        self._append_graphs: dict[tuple[int, int], tuple[Any, list[torch.Tensor]]] = {}
+        self._append_warm: set[tuple[int, int]] = set()
+        self.append_graph_failed = False
+        self._sqdist_host = torch.zeros(t0, t0, dtype=torch.float64)
+        self._ys_host = torch.zeros(t0, m, dtype=torch.float64)
+        self._drift = self._spread = 0.0
+        self._has_origin = False
+        self.count = 0  # pairs ever appended
         self.hyper: Hyper | None = None
         self.mode: Literal["empty", "mean", "gp"] = "empty"
-        self.mean_grad = torch.zeros(dim, device=self.device, dtype=dtype)
-        # (point, its squared distances) of this iteration's queries, reused by append()
-        self._queried: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._queried: list[torch.Tensor] = []  # distances of this iteration's queries
         self.iteration = 0
         self.jitter = 0.0
         self.fallbacks = 0
@@ -123,46 +220,107 @@ class KernelGradientEstimator:
     # ---------------------------------------------------------------------------- properties
     @property
     def size(self) -> int:
-        """Number of stored pairs (<= T0)."""
-        return int(self.valid.sum())
+        """Number of stored pairs (<= T0); they occupy slots ``0 .. size - 1``."""
+        return min(self.count, self.history)
 
     @property
     def memory_bytes(self) -> int:
         """Bytes of the two ring buffers: exactly ``2 * T0 * d * itemsize``."""
         return self.X.numel() * self.X.element_size() + self.G.numel() * self.G.element_size()
 
+    @property
+    def sqdist(self) -> torch.Tensor:
+        """``(T0, T0)`` float64 CPU table of squared distances between the stored points (the
+        host mirror :meth:`begin` fits on; only the ``size x size`` block is meaningful)."""
+        self._pull()
+        return self._sqdist_host
+
     # ---------------------------------------------------------------------------- iteration
     @torch.no_grad()
-    def begin(self, anchor: torch.Tensor) -> None:
-        """Start an iteration at ``anchor`` (flat ``(d,)``): move the anchor, refit, cache W."""
-        anchor = anchor.detach().to(self.dtype).clone()
+    def begin(self, anchor: torch.Tensor, *, move_anchor: bool = True) -> None:
+        """Start an iteration at ``anchor`` (flat ``(d,)``): refit, cache W, move the anchor.
+
+        No device-to-host synchronisation: the fit runs on the host mirror of the distance
+        table that the last :meth:`append` sent without blocking. ``move_anchor=False``
+        leaves the device work (anchor move and, with ``device_solve``, the solve) to the
+        caller (:meth:`device_begin`, e.g. inside a CUDA graph) when the history is not
+        empty.
+        """
         self.iteration += 1
         self._queried.clear()
-        if self.origin is None or self.size == 0:
-            self.anchor, self.mode = anchor, "empty"
+        if self.count == 0:
+            self.anchor.copy_(anchor.detach())
+            self.mode = "empty"
             return
-        assert self.anchor is not None
-        anchor_y = anchor - self.origin
-        self.a = self._sqdist_from_anchor(anchor - self.anchor)
-        drift, spread = torch.stack([torch.dot(anchor_y, anchor_y), self.a.max()]).tolist()
-        if drift > spread:
-            # Re-base the stored offsets on the new anchor (distances are unchanged): keeps
-            # |Y| at the trajectory's extent, so rounding stays relative to the distances.
-            if bool(self.valid.all()):
-                self.X.sub_(anchor_y)  # in place, one pass
-            else:
-                self.X[self.valid.to(self.device)] -= anchor_y
-            self.origin, anchor_y = anchor.clone(), torch.zeros_like(anchor_y)
-        self.anchor, self.anchor_y = anchor, anchor_y
-        self._queried.clear()
-        idx = self.valid.nonzero().squeeze(1)
-        sq = self.sqdist[idx][:, idx]
-        if self.hyper is None or (self.iteration - 1) % self.refit_every == 0:
-            self.hyper = self._fit(sq, idx)
+        self._pull()
+        if self._drift > self._spread:
+            # Re-base the stored offsets on the previous anchor (distances are unchanged):
+            # keeps |Y| at the trajectory's extent, so rounding stays relative to the
+            # distances. Decided on the mirror of the last append (one iteration late), so
+            # that no synchronisation is needed.
+            self.X[: self.size].sub_(self.anchor_y)
+            self.origin.copy_(self.anchor)
+            self.anchor_y.zero_()
+            self._drift = 0.0
+        if move_anchor:
+            self.move_anchor(anchor)
+        self._solved = False
+        size = self.size
+        sq = self._sqdist_host[:size, :size]
+        ys = self._ys_host[:size]
+        refit = not self._fitted or (self.iteration - 1) % self.refit_every == 0
+        solve: torch.Tensor | None = None
+        if self.fit_lag == 0 or self.fit == "fixed":
+            if refit:
+                self.hyper, solve = self._fit(sq, ys)
+                self._fitted = True
+        else:
+            if refit:  # _pull made fresh tables: the worker owns these copies
+                future = self._submit_fit(sq.clone(), ys.clone())
+                self._pending.append((self.iteration, future))
+            # Take the newest fit made at least fit_lag iterations ago (the first one always).
+            while self._pending and (
+                not self._fitted or self._pending[0][0] <= self.iteration - self.fit_lag
+            ):
+                fitted_at, future = self._pending.popleft()
+                self.hyper, solve = future.result()
+                self._fitted = True
+                if fitted_at != self.iteration:  # W of an older history: recomputed below
+                    solve = None
         if self.hyper is None:
-            self._use_mean(idx)
+            self._use_mean(size)
             return
-        self._cache_weights(sq, idx, self.hyper)
+        if self.device_solve:  # W on the device, in device_begin (maybe in a CUDA graph)
+            self._upload_hyper(self.hyper)
+            self.mode = "gp"
+            self._solved = True
+            if move_anchor:
+                self.solve_device()
+            return
+        if solve is not None and solve.shape[0] == size:
+            self._upload(solve, self.hyper.lengthscale)
+            self.jitter = 0.0
+            self.mode = "gp"
+            return
+        self._cache_weights(sq, size, self.hyper)
+
+    @torch.no_grad()
+    def device_begin(self, anchor: torch.Tensor, *, solve: bool = True) -> None:
+        """:meth:`begin`'s device work after ``begin(..., move_anchor=False)``: the anchor
+        move and, with ``device_solve`` in ``"gp"`` mode (and ``solve``), the solve. Static
+        buffers only, no host synchronisation (capturable in a CUDA graph)."""
+        self.move_anchor(anchor)
+        if solve and self.device_solve and self.mode == "gp":
+            self.solve_device()
+
+    @torch.no_grad()
+    def move_anchor(self, anchor: torch.Tensor) -> None:
+        """Anchor the distance formula at ``anchor`` (flat ``(d,)``): one product over X,
+        device only, in place (capturable in a CUDA graph)."""
+        v = anchor.detach().to(self.dtype) - self.anchor
+        self.a.copy_(self._sqdist_to(v, torch.mv(self.X, v)) * self.valid_dev)
+        self.anchor.copy_(anchor)
+        torch.sub(self.anchor, self.origin, out=self.anchor_y)
 
     @torch.no_grad()
     def query(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,17 +329,44 @@ class KernelGradientEstimator:
             return torch.zeros_like(self.mean_grad)
         if self.mode == "mean":
             return self.mean_grad.clone()
-        assert self.anchor is not None and self.hyper is not None
-        x = x.detach()
-        v = x.to(self.dtype) - self.anchor
-        sq = self._sqdist_to(v, torch.mv(self.X, v))
-        self._queried.append((x, sq))  # reused by append: no second pass over X for x
-        kvec = evaluate_sq(self.kernel, sq, self.hyper.lengthscale)
-        return torch.mv(self.G.T, torch.mv(self.W, kvec))
+        sq, mu = self._gp_query(x, None, None)
+        self._queried.append(sq)  # reused by append: no second pass over X for x
+        return mu
 
     @torch.no_grad()
-    def append(self, points: torch.Tensor, grads: torch.Tensor, iteration: int) -> None:
+    def query_into(self, x: torch.Tensor, sq_out: torch.Tensor, mu_out: torch.Tensor) -> None:
+        """:meth:`query` into static buffers: ``mu(x)`` into ``mu_out`` ``(d,)`` and, in
+        ``"gp"`` mode, the squared distances to the stored points into ``sq_out`` ``(T0,)``.
+        Reads only static buffers, so it can be captured in a CUDA graph."""
+        if self.mode == "empty":
+            mu_out.zero_()
+        elif self.mode == "mean":
+            mu_out.copy_(self.mean_grad)
+        else:
+            self._gp_query(x, sq_out, mu_out)
+
+    def queried_distances(self) -> torch.Tensor | None:
+        """``(k, T0)`` distances of this iteration's :meth:`query` points (in call order), or
+        ``None``: pass them to :meth:`append` when its first k points are those points."""
+        return torch.stack(self._queried) if self._queried else None
+
+    @torch.no_grad()
+    def append(
+        self,
+        points: torch.Tensor,
+        grads: torch.Tensor,
+        iteration: int,
+        *,
+        queried: torch.Tensor | None = None,
+        check_finite: bool = True,
+    ) -> None:
         """Add N pairs (``points``, ``grads``: ``(N, d)``); the oldest pairs drop out.
+
+        ``queried``: ``(k, T0)`` squared distances from ``points[:k]`` to the stored points
+        as this iteration's queries computed them (:meth:`queried_distances`, or the
+        ``sq_out`` rows of :meth:`query_into`); the other rows take one product over X.
+        Ring-buffer writes with ``index_copy_``, no host synchronisation unless
+        ``check_finite`` (callers whose gradients the oracle already checked pass False).
 
         Raises:
             DivergenceError: a gradient holds NaN or inf (naming ``iteration``); nothing is
@@ -192,93 +377,221 @@ class KernelGradientEstimator:
                 f"append needs points and grads of shape (N, {self.dim}), got"
                 f" {tuple(points.shape)} and {tuple(grads.shape)}"
             )
-        finite = torch.isfinite(grads).all(dim=1)
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0])
-            raise DivergenceError(
-                f"optex: non-finite gradient at point {bad} of iteration {iteration}; refusing"
-                " to store it in the estimator's history"
-            )
-        points = points.detach().to(self.dtype)[-self.history :]
-        grads = grads.detach().to(self.dtype)[-self.history :]
-        if self.origin is None:
-            self.origin = points[0].clone()
-        if self.anchor is None or self.size == 0:
-            self.anchor = points[0].clone()
-            self.anchor_y = self.anchor - self.origin
+        if check_finite:
+            finite = torch.isfinite(grads).all(dim=1)
+            if not bool(finite.all()):
+                bad = int((~finite).nonzero()[0])
+                raise DivergenceError(
+                    f"optex: non-finite gradient at point {bad} of iteration {iteration};"
+                    " refusing to store it in the estimator's history"
+                )
+        if points.shape[0] > self.history:
+            points, grads, queried = points[-self.history :], grads[-self.history :], None
+        points = points.detach().to(self.dtype)
+        grads = grads.detach().to(self.dtype)
+        n = points.shape[0]
+        if not self._has_origin:
+            self.origin.copy_(points[0])
+            self._has_origin = True
+        if self.count == 0:
+            self.anchor.copy_(points[0])
+            torch.sub(self.anchor, self.origin, out=self.anchor_y)
             self.a.zero_()
-        assert self.anchor_y is not None
-        vs = points - self.anchor  # (N, d), small: within a few steps of the anchor
-        vv = (vs * vs).sum(1)
-        # Distances to the stored points: reuse those computed by query() at the same point,
-        # one product over X for the others (usually only the last point of the iteration).
-        to_old = torch.empty(points.shape[0], self.history, device=self.device, dtype=self.dtype)
-        # query() is called at the iteration's points in order, so match j-th to j-th (one
-        # device sync for all the checks).
-        pairs = list(zip(self._queried, points, strict=False)) if self.mode == "gp" else []
-        same: list[bool] = []
-        if pairs:
-            checks = [
-                (x == p).all()
-                if x.shape == p.shape
-                else torch.zeros((), dtype=torch.bool, device=self.device)
-                for (x, _), p in pairs
-            ]
-            same = torch.stack(checks).tolist()
-        missing = []
-        for j in range(points.shape[0]):
-            if j < len(same) and same[j]:
-                to_old[j] = pairs[j][0][1]
-            else:
-                missing.append(j)
-        if missing:
-            rows = torch.tensor(missing, device=self.device)
-            old = torch.mm(self.X, vs[rows].T).T  # (M, T0): Y_i . v_j
-            cv = torch.mv(vs[rows], self.anchor_y)
-            to_old[rows] = (self.a[None, :] + vv[rows, None] - 2.0 * (old - cv[:, None])).clamp_min(
-                0.0
-            )
-        gram = vs @ vs.T
-        among = (vv[:, None] + vv[None, :] - 2.0 * gram).clamp_min(0.0)
-        slots = [(self.count + j) % self.history for j in range(points.shape[0])]
-        both = torch.cat([to_old, among], dim=1).to("cpu", torch.float64)  # one transfer
-        to_old_cpu, among_cpu = both[:, : self.history], both[:, self.history :]
-        for j, s in enumerate(slots):
-            self.sqdist[s, :] = to_old_cpu[j]
-            self.sqdist[:, s] = to_old_cpu[j]
-        slot_t = torch.tensor(slots)
-        self.sqdist[slot_t[:, None], slot_t[None, :]] = among_cpu
-        self.sqdist.diagonal().zero_()
-        dev_slots = slot_t.to(self.device)
-        self.X[dev_slots] = points - self.origin
-        self.G[dev_slots] = grads
-        self.a[dev_slots] = vv
-        self.valid[slot_t] = True
-        self.valid_dev[dev_slots] = 1.0
+        k = 0 if queried is None or self.mode != "gp" else min(queried.shape[0], n)
+        q = queried[:k].to(self.dtype) if queried is not None and k else None
+        if self.graph_append and self.count > 0 and not self.append_graph_failed:
+            self._append_graphed(points, grads, q, (n, k))
+        else:
+            self._append_device(points, grads, q)
+        self._snap_solved = self._solved
+        self._solved = False
         self._queried.clear()
-        self.count += points.shape[0]
+        self.count += n
+        self._push()
 
     # ---------------------------------------------------------------------------- internals
+    def _append_device(
+        self, points: torch.Tensor, grads: torch.Tensor, queried: torch.Tensor | None
+    ) -> None:
+        """:meth:`append`'s device work (static buffers, ring slots from the device counter
+        ``_start``): distances, ring writes, the fallback one-hot and the snapshot."""
+        t0, n = self.history, points.shape[0]
+        k = 0 if queried is None else queried.shape[0]
+        vs = points - self.anchor  # (N, d), small: within a few steps of the anchor
+        vv = (vs * vs).sum(1)
+        rows = [queried] if queried is not None else []
+        if k < n:
+            rest = vs[k:]
+            old = torch.mm(rest, self.X.T)  # (N - k, T0): Y_i . v_j
+            cv = torch.mv(rest, self.anchor_y)
+            rows.append((self.a[None, :] + vv[k:, None] - 2.0 * (old - cv[:, None])).clamp_min(0))
+        to_old = rows[0] if len(rows) == 1 else torch.cat(rows)
+        among = (vv[:, None] + vv[None, :] - 2.0 * (vs @ vs.T)).clamp_min(0.0)
+        among.fill_diagonal_(0.0)
+        slots = (self._start + self._arange[:n]) % t0
+        self.sqd.index_copy_(0, slots, to_old)
+        self.sqd.index_copy_(1, slots, to_old.T.contiguous())
+        self.sqd.index_put_((slots[:, None], slots[None, :]), among)
+        self.X.index_copy_(0, slots, points - self.origin)
+        self.G.index_copy_(0, slots, grads)
+        self.Gc.index_copy_(0, slots, grads.index_select(1, self.coords))
+        self.a.index_copy_(0, slots, vv)
+        self.valid_dev.index_fill_(0, slots, 1.0)
+        self._wfb.zero_()
+        self._wfb.index_fill_(0, slots[n - 1 :], 1.0)
+        self._start.add_(n).remainder_(t0)
+        m = self.Gc.shape[1]
+        snap = self._snap_dev
+        snap[: t0 * t0].copy_(self.sqd.reshape(-1))
+        snap[t0 * t0 : t0 * t0 + t0 * m].copy_(self.Gc.reshape(-1))
+        snap[-4:-2].copy_(torch.stack([torch.dot(self.anchor_y, self.anchor_y), self.a.max()]))
+        snap[-2:].copy_(self._info)
+
+    def _append_graphed(
+        self,
+        points: torch.Tensor,
+        grads: torch.Tensor,
+        queried: torch.Tensor | None,
+        key: tuple[int, int],
+    ) -> None:
+        """:meth:`_append_device` replayed from a CUDA graph per ``key = (N, k)``: the first
+        call for a key runs eagerly (warm-up), the second captures (capture does not run the
+        kernels) and replays; a capture failure means eager appends from then on (logged
+        once)."""
+        entry = self._append_graphs.get(key)
+        if entry is None and key not in self._append_warm:
+            self._append_warm.add(key)
+            self._append_device(points, grads, queried)
+            return
+        if entry is None:
+            inputs = [points.clone(), grads.clone()]
+            if queried is not None:
+                inputs.append(queried.clone())
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self._append_device(
+                        inputs[0], inputs[1], inputs[2] if queried is not None else None
+                    )
+            except Exception as err:  # any capture failure: eager from now on
+                self.append_graph_failed = True
+                log.warning("optex: CUDA graph capture of append failed (%r); eager", err)
+                self._append_device(points, grads, queried)
+                return
+            entry = (graph, inputs)
+            self._append_graphs[key] = entry
+        replay, inputs = entry
+        inputs[0].copy_(points)
+        inputs[1].copy_(grads)
+        if queried is not None:
+            inputs[2].copy_(queried)
+        replay.replay()
+
+    def _upload_hyper(self, hyper: Hyper) -> None:
+        """(squared lengthscale, relative noise) to the device in float64, without blocking
+        (only when they changed)."""
+        if hyper == self._hyp_sent:
+            return
+        if self._hyp_event is not None:
+            self._hyp_event.synchronize()  # the previous upload has left the pinned buffer
+        self._hyp_host[0] = hyper.lengthscale * hyper.lengthscale
+        self._hyp_host[1] = hyper.noise
+        self._hyp.copy_(self._hyp_host, non_blocking=self._hyp_event is not None)
+        if self._hyp_event is not None:
+            self._hyp_event.record()
+        self._hyp_sent = hyper
+
+    def solve_device(self) -> None:
+        """W = (K + noise I)^-1 on the device, branchless and without host synchronisation.
+
+        The host ladder of :meth:`_cache_weights` in one batch: ``K`` (float64) from ``sqd``
+        over the valid slots (invalid slots get identity rows/columns, so every matrix stays
+        positive definite and W is zero there), ``A_j = K + noise I + JITTERS[j] * mean
+        diag(A) I`` for all rungs j, ``cholesky_ex`` without error check, the inverse by two
+        triangular solves, rung ok = (info == 0) & all finite; W is the first ok rung's
+        inverse (zero if none) and ``_ok`` says whether one was; the queries then use the
+        newest gradient instead (``_wfb``). ``_info`` = (rung index, ok) for the host."""
+        f64 = torch.float64
+        v = self.valid_dev.to(f64)
+        vv = v[:, None] * v[None, :]
+        ls_sq, noise = self._hyp[0], self._hyp[1]
+        kmat = kernel_spec(self.kernel).closed_form(self.sqd.to(f64).clamp_min(0.0) / ls_sq) * vv
+        amat = kmat + torch.diag(noise * v + (1.0 - v))
+        scale = (amat.diagonal() * v).sum() / v.sum()
+        eye = self._eye64
+        ladder = amat + (self._jitters * scale)[:, None, None] * eye  # (R, T0, T0)
+        chol, info = torch.linalg.cholesky_ex(ladder)
+        linv = torch.linalg.solve_triangular(chol, eye.expand_as(ladder), upper=False)
+        inv = linv.mT @ linv
+        ok = (info == 0) & torch.isfinite(inv).flatten(1).all(1)  # (R,)
+        rung = torch.argmax(ok.to(torch.int32)).view(1)  # the first ok rung (0 if none)
+        any_ok = ok.any()
+        w = inv.index_select(0, rung)[0] * vv
+        self.W.copy_(torch.where(any_ok, w, torch.zeros_like(w)))
+        self._ok.copy_(any_ok.view(1))
+        self.ls_sq.copy_(ls_sq)
+        self._info.copy_(torch.cat([rung.to(f64), any_ok.to(f64).view(1)]))
+
+    def _gp_query(
+        self, x: torch.Tensor, sq_out: torch.Tensor | None, mu_out: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        v = x.detach().to(self.dtype) - self.anchor
+        sq = self._sqdist_to(v, torch.mv(self.X, v))
+        if sq_out is not None:
+            sq_out.copy_(sq)
+        kvec = evaluate_sq(self.kernel, sq, 1.0, ls_sq=self.ls_sq)
+        w = torch.mv(self.W, kvec)
+        if self.device_solve:  # no rung succeeded: the newest gradient, G^T e_newest
+            w = torch.where(self._ok, w, self._wfb)
+        if mu_out is None:
+            return sq, torch.mv(self.G.T, w)
+        torch.mv(self.G.T, w, out=mu_out)
+        return sq, mu_out
+
     def _sqdist_to(self, v: torch.Tensor, xv: torch.Tensor) -> torch.Tensor:
         """Squared distances ``(T0,)`` from ``anchor + v`` to the stored points, given
         ``xv = X v``."""
-        assert self.anchor_y is not None
         cv = torch.dot(self.anchor_y, v)
         return (self.a + torch.dot(v, v) - 2.0 * (xv - cv)).clamp_min(0.0)
 
-    def _sqdist_from_anchor(self, v: torch.Tensor) -> torch.Tensor:
-        return self._sqdist_to(v, torch.mv(self.X, v)) * self.valid_dev
+    def _push(self) -> None:
+        """Send the device snapshot (sqd, Gc, drift, spread, rung, ok) to the host mirror
+        without blocking."""
+        self._snap_host.copy_(self._snap_dev, non_blocking=self._snap_event is not None)
+        if self._snap_event is not None:
+            self._snap_event.record()
+        self._snap_new = True
 
-    def _fit(self, sq: torch.Tensor, idx: torch.Tensor) -> Hyper | None:
+    def _pull(self) -> None:
+        """Refresh the float64 host tables from the mirror (waits for its copy only); with a
+        device solve in the snapshot, set :attr:`jitter` and count a fallback."""
+        if not self._snap_new:
+            return
+        if self._snap_event is not None:
+            self._snap_event.synchronize()
+        host = self._snap_host.to(torch.float64, copy=True)
+        t0 = self.history
+        self._sqdist_host = host[: t0 * t0].view(t0, t0).clone()
+        self._ys_host = host[t0 * t0 : -4].view(t0, -1).clone()
+        self._drift, self._spread, rung, ok = host[-4:].tolist()
+        if self._snap_solved:
+            self.jitter = JITTERS[int(rung)] if ok else 0.0
+            self.fallbacks += int(ok == 0.0)
+            self._snap_solved = False
+        self._snap_new = False
+
+    def _fit(self, sq: torch.Tensor, ys: torch.Tensor) -> tuple[Hyper | None, torch.Tensor | None]:
+        """Hyperparameters for the history ``(sq, ys)`` and, when the heuristic's
+        eigendecomposition gives it safely, ``W`` on that history (else ``None``). A pure
+        function of its arguments (it runs in the worker thread when ``fit_lag > 0``)."""
         if self.fit == "fixed":
             assert self.fixed_lengthscale is not None and self.fixed_noise is not None
-            return Hyper(self.fixed_lengthscale, 1.0, self.fixed_noise)
-        ys = self.G.index_select(1, self.coords)[idx.to(self.device)].to("cpu", torch.float64)
-        hyper = fit_heuristic(
+            return Hyper(self.fixed_lengthscale, 1.0, self.fixed_noise), None
+        hyper, solve = fit_heuristic_solve(
             sq, ys, self.kernel, lengthscale=self.fixed_lengthscale, noise=self.fixed_noise
         )
         if hyper is None or self.fit == "heuristic" or sq.shape[0] < 3:
-            return hyper
+            return hyper, solve
         return fit_mll(
             sq,
             ys,
@@ -287,16 +600,33 @@ class KernelGradientEstimator:
             steps=self.mll_steps,
             fix_lengthscale=self.fixed_lengthscale is not None,
             fix_noise=self.fixed_noise is not None,
-        )
+        ), None
 
-    def _use_mean(self, idx: torch.Tensor) -> None:
+    def _submit_fit(
+        self, sq: torch.Tensor, ys: torch.Tensor
+    ) -> Future[tuple[Hyper | None, torch.Tensor | None]]:
+        """The fit of ``(sq, ys)`` as a future: in the worker thread on CUDA (the host is
+        otherwise idle while the device works), computed right here on the CPU (where a second
+        thread would compete with the main one for the interpreter and the cores). Same
+        result either way: lag semantics do not depend on the device."""
+        if self._background:
+            return _fit_pool().submit(self._fit, sq, ys)
+        future: Future[tuple[Hyper | None, torch.Tensor | None]] = Future()
+        try:
+            future.set_result(self._fit(sq, ys))
+        except Exception as err:  # raised where the result is taken, as from the worker
+            future.set_exception(err)
+        return future
+
+    def _use_mean(self, size: int) -> None:
         """Fallback: the average of the stored gradients (the GP mean as lengthscale -> inf)."""
         self.mode = "mean"
-        self.mean_grad = self.G[idx.to(self.device)].mean(0)
+        torch.mean(self.G[:size], 0, out=self.mean_grad)
 
-    def _cache_weights(self, sq: torch.Tensor, idx: torch.Tensor, hyper: Hyper) -> None:
-        """W = (K + noise I)^-1 over the valid slots, with the jitter ladder; falls back to
-        the newest gradient if every rung fails."""
+    def _cache_weights(self, sq: torch.Tensor, size: int, hyper: Hyper) -> None:
+        """W = (K + noise I)^-1 over the stored slots (host, float64), with the jitter ladder,
+        sent to the device without blocking; falls back to the newest gradient if every
+        rung fails."""
         kmat = evaluate_sq(self.kernel, sq, hyper.lengthscale)
         n = kmat.shape[0]
         amat = kmat + hyper.noise * torch.eye(n, dtype=kmat.dtype)
@@ -305,19 +635,30 @@ class KernelGradientEstimator:
             chol, info = torch.linalg.cholesky_ex(
                 amat + jitter * scale * torch.eye(n, dtype=kmat.dtype)
             )
-            if int(info) == 0 and bool(torch.isfinite(chol).all()):
+            if int(info) == 0:
                 inv = torch.cholesky_inverse(chol)
-                if bool(torch.isfinite(inv).all()) and math.isfinite(float(inv.abs().max())):
-                    full = torch.zeros(self.history, self.history, dtype=torch.float64)
-                    full[idx[:, None], idx[None, :]] = inv
-                    self.W = full.to(self.device, self.dtype)
+                if bool(torch.isfinite(inv).all()):  # also catches a non-finite factor
+                    self._upload(inv, hyper.lengthscale)
                     self.jitter = jitter
                     self.mode = "gp"
                     return
         self.fallbacks += 1
         self.mode = "mean"
-        newest = (self.count - 1) % self.history
-        self.mean_grad = self.G[newest].clone()
+        self.mean_grad.copy_(self.G[(self.count - 1) % self.history])
+
+    def _upload(self, inv: torch.Tensor, lengthscale: float) -> None:
+        """W (zero outside the ``size x size`` block) and the squared lengthscale to the
+        device."""
+        t0, size = self.history, inv.shape[0]
+        if self._wl_event is not None:
+            self._wl_event.synchronize()  # the previous upload has left the pinned buffer
+        host = self._wl_host
+        host.zero_()
+        host[: t0 * t0].view(t0, t0)[:size, :size] = inv
+        host[-1] = lengthscale * lengthscale  # squared in float64, like a float argument
+        self._wl.copy_(host, non_blocking=self._wl_event is not None)
+        if self._wl_event is not None:
+            self._wl_event.record()
 
 
 def validate_estimator_config(
@@ -330,6 +671,7 @@ def validate_estimator_config(
     fit_coords: int,
     refit_every: int,
     mll_steps: int,
+    fit_lag: int = 1,
 ) -> None:
     """Raise :class:`ConfigError` naming the key for any invalid estimator option."""
     where = "optimizer 'optex'"
@@ -350,5 +692,7 @@ def validate_estimator_config(
         raise ConfigError(f"{where}: fit_coords must be >= 1, got {fit_coords}")
     if refit_every < 1:
         raise ConfigError(f"{where}: refit_every must be >= 1, got {refit_every}")
+    if isinstance(fit_lag, bool) or not isinstance(fit_lag, int) or fit_lag < 0:
+        raise ConfigError(f"{where}: fit_lag must be an integer >= 0, got {fit_lag!r}")
     if mll_steps < 1:
         raise ConfigError(f"{where}: mll_steps must be >= 1, got {mll_steps}")

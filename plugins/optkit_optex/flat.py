@@ -28,6 +28,14 @@ class Flattener:
             return params[self.keys[0]].reshape(-1)
         return torch.cat([params[k].reshape(-1) for k in self.keys])
 
+    def flatten_many(self, many: list[Params]) -> torch.Tensor:
+        """``(N, d)``: N params dicts flattened, one stack per key and one concatenation."""
+        if len(self.keys) == 1:
+            key = self.keys[0]
+            return torch.stack([p[key].reshape(-1) for p in many])
+        n = len(many)
+        return torch.cat([torch.stack([p[k] for p in many]).reshape(n, -1) for k in self.keys], 1)
+
     def unflatten(self, vec: torch.Tensor) -> Params:
         """Params dict of views into ``vec`` (shape ``(d,)``)."""
         out: Params = {}

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from optkit_optex.kernels import evaluate_sq
+from optkit_optex.kernels import kernel_spec
 
 NOISE_GRID: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """Relative noise values tried by the LOO heuristic (``s^2 / outputscale``)."""
@@ -53,13 +53,20 @@ class Hyper:
 
 def median_distance(sqdist: torch.Tensor) -> float | None:
     """Median of the positive off-diagonal pairwise distances; ``None`` if all points coincide."""
+    med = float(_median_distance_t(sqdist))
+    return None if math.isnan(med) else med
+
+
+def _median_distance_t(sqdist: torch.Tensor) -> torch.Tensor:
+    """:func:`median_distance` as a 0-d tensor, NaN for "all points coincide" (no host
+    synchronisation): the lower median of the distances above ``1e-12`` x the largest."""
     n = sqdist.shape[0]
     iu = torch.triu_indices(n, n, offset=1)
     d = sqdist[iu[0], iu[1]].clamp_min(0).sqrt()
-    d = d[d > 1e-12 * max(float(d.max()) if d.numel() else 0.0, 1e-300)]
     if d.numel() == 0:
-        return None
-    return float(d.median())
+        return torch.tensor(math.nan, dtype=sqdist.dtype)
+    keep = d > 1e-12 * d.max().clamp_min(1e-300)
+    return torch.nanmedian(torch.where(keep, d, math.nan))
 
 
 def loo_error(
@@ -74,15 +81,50 @@ def loo_error(
         ``(k,)`` mean over points and coordinates of ``([A^-1 Y]_i / [A^-1]_ii)^2`` with
         ``A = K + noise I`` (unit output scale).
     """
-    kmat = evaluate_sq(kernel, sqdist, lengthscale)
-    evals, evecs = torch.linalg.eigh(kmat)
+    scales = torch.tensor([lengthscale], dtype=sqdist.dtype)
+    return loo_errors(sqdist, ys @ ys.T, ys.shape[1], kernel, scales, noises)[0][0]
+
+
+def loo_errors(
+    sqdist: torch.Tensor,
+    gram: torch.Tensor,
+    m: int,
+    kernel: str,
+    lengthscales: torch.Tensor,
+    noises: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`loo_error` for every (lengthscale, noise) pair at once, from the targets' Gram
+    matrix ``gram = Y Y^T`` ``(n, n)`` (``m`` columns).
+
+    One batched eigendecomposition ``K_l = E_l diag(e_l) E_l^T`` of the ``L`` kernel matrices;
+    then ``A^-1 = E diag(1/(e + noise)) E^T`` for every noise, ``sum_c [A^-1 Y]_ic^2 =
+    [B S B^T]_ii`` with ``B = E diag(1/(e + noise))`` and ``S = E^T Y Y^T E``: O(L k n^3),
+    independent of ``m``.
+
+    Args:
+        lengthscales: ``(L,)``; noises: ``(k,)``.
+
+    Returns:
+        ``(L, k)`` errors, and the ``(L, n)`` eigenvalues (clamped at 0) and ``(L, n, n)``
+        eigenvectors of the kernel matrices.
+    """
+    ls_sq = lengthscales * lengthscales
+    kmat = kernel_spec(kernel).closed_form(sqdist.clamp_min(0.0)[None] / ls_sq[:, None, None])
+    evals, evecs = torch.linalg.eigh(kmat)  # (L, n), (L, n, n)
     evals = evals.clamp_min(0.0)
-    inv = 1.0 / (evals[None, :] + noises[:, None])  # (k, n)
-    proj = evecs.T @ ys  # (n, m)
-    alpha = torch.matmul(evecs, inv[:, :, None] * proj[None])  # (k, n, m) = A^-1 Y
-    diag = ((evecs * evecs) @ inv.T).T  # (k, n) = diag(A^-1)
-    resid = alpha / diag[:, :, None]
-    return (resid * resid).mean(dim=(1, 2))
+    inv = 1.0 / (evals[:, None, :] + noises[None, :, None])  # (L, k, n)
+    s = evecs.mT @ gram @ evecs  # (L, n, n)
+    n, k = evals.shape[1], noises.numel()
+    b = (evecs[:, None] * inv[:, :, None, :]).reshape(-1, k * n, n)  # (L, k n, n)
+    num = ((b @ s) * b).sum(2).view(-1, k, n)  # (L, k, n) = sum_c [A^-1 Y]_ic^2
+    diag = inv @ (evecs * evecs).mT  # (L, k, n) = diag(A^-1)
+    return (num / (diag * diag)).mean(2) / m, evals, evecs
+
+
+EIG_SOLVE_MIN_NOISE = 1e-8
+"""Smallest relative noise for which :func:`fit_heuristic_solve` returns the inverse from
+the fit's eigendecomposition (``K + noise I`` has condition number <= ``(n + noise) /
+noise``: safe in float64); below it the caller's Cholesky ladder decides."""
 
 
 def fit_heuristic(
@@ -98,27 +140,53 @@ def fit_heuristic(
     A given ``lengthscale`` or ``noise`` is kept as is. Returns ``None`` when the points all
     coincide and no lengthscale was given (the estimator then averages the stored gradients).
     """
-    outputscale = float((ys * ys).mean()) or 1.0
+    return fit_heuristic_solve(sqdist, ys, kernel, lengthscale=lengthscale, noise=noise)[0]
+
+
+def fit_heuristic_solve(
+    sqdist: torch.Tensor,
+    ys: torch.Tensor,
+    kernel: str,
+    *,
+    lengthscale: float | None = None,
+    noise: float | None = None,
+) -> tuple[Hyper | None, torch.Tensor | None]:
+    """:func:`fit_heuristic` plus ``W = (K + noise I)^-1`` ``(n, n)`` at the chosen values,
+    reused from the fit's eigendecomposition (eigenvalues clamped at 0, so W is positive
+    definite), or ``None`` when the noise is below :data:`EIG_SOLVE_MIN_NOISE`, W is not
+    finite or no LOO ran (the caller then takes the Cholesky ladder).
+
+    All candidates in one batched computation (:func:`loo_errors`), the first minimum in
+    (lengthscale, noise) order chosen on the tensor, and a single host conversion at the end.
+    """
+    dtype = sqdist.dtype
+    outputscale = (ys * ys).mean()
     if lengthscale is None:
-        med = median_distance(sqdist)
-        if med is None:
-            return None
-        scales = [med * s for s in SCALE_GRID]
+        med = _median_distance_t(sqdist)
+        scales = med * torch.tensor(SCALE_GRID, dtype=dtype)
     else:
-        scales = [lengthscale]
-    noises = torch.tensor(NOISE_GRID if noise is None else (noise,), dtype=sqdist.dtype)
-    if ys.shape[0] < 3 and len(scales) * len(noises) > 1:
+        scales = torch.tensor([lengthscale], dtype=dtype)
+    noises = torch.tensor(NOISE_GRID if noise is None else (noise,), dtype=dtype)
+    if ys.shape[0] < 3 and scales.numel() * noises.numel() > 1:
         # LOO with fewer than 3 points says nothing: keep the median and a small noise.
-        return Hyper(scales[len(scales) // 2], outputscale, 1e-4 if noise is None else noise)
-    best: tuple[float, float, float] | None = None
-    for ls in scales:
-        err = loo_error(sqdist, ys, kernel, ls, noises)
-        i = int(torch.argmin(err))
-        cand = (float(err[i]), ls, float(noises[i]))
-        if best is None or cand[0] < best[0]:
-            best = cand
-    assert best is not None
-    return Hyper(best[1], outputscale, best[2])
+        os_, ls = torch.stack([outputscale, scales[scales.numel() // 2]]).tolist()
+        if math.isnan(ls):
+            return None, None
+        return Hyper(ls, os_ or 1.0, 1e-4 if noise is None else noise), None
+    # All points coincide (NaN median): run on unit lengthscales, report None at the end.
+    safe_scales = torch.nan_to_num(scales, nan=1.0)
+    err, evals, evecs = loo_errors(sqdist, ys @ ys.T, ys.shape[1], kernel, safe_scales, noises)
+    k = noises.numel()
+    best = torch.argmin(err.reshape(-1))
+    li, ni = torch.div(best, k, rounding_mode="floor"), best % k
+    e, vecs, nz = evals[li], evecs[li], noises[ni]
+    w = (vecs * (1.0 / (e + nz))[None, :]) @ vecs.T
+    finite = torch.isfinite(w).all().to(dtype)
+    os_, ls, nz_f, ok = torch.stack([outputscale, scales[li], nz, finite]).tolist()
+    if math.isnan(ls):
+        return None, None
+    hyper = Hyper(ls, os_ or 1.0, nz_f)
+    return hyper, (w if ok and nz_f >= EIG_SOLVE_MIN_NOISE else None)
 
 
 def mds_embedding(sqdist: torch.Tensor) -> torch.Tensor:

@@ -82,6 +82,14 @@ def gpytorch_kernel(name: str, lengthscale: float | None = None) -> Any:
     return module
 
 
-def evaluate_sq(name: str, sqdist: torch.Tensor, lengthscale: float) -> torch.Tensor:
-    """``k`` (unit output scale) on squared distances of any shape; same shape out."""
-    return kernel_spec(name).closed_form(sqdist.clamp_min(0.0) / (lengthscale * lengthscale))
+def evaluate_sq(
+    name: str, sqdist: torch.Tensor, lengthscale: float, *, ls_sq: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``k`` (unit output scale) on squared distances of any shape; same shape out.
+
+    ``ls_sq``: the squared lengthscale as a tensor (a static buffer a CUDA graph reads)
+    instead of ``lengthscale``; hold ``lengthscale ** 2`` rounded once from float64, as the
+    float argument is.
+    """
+    scale = lengthscale * lengthscale if ls_sq is None else ls_sq
+    return kernel_spec(name).closed_form(sqdist.clamp_min(0.0) / scale)

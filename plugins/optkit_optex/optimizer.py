@@ -25,22 +25,29 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from optkit_baselines.parallel import build_base, check_parallelism
+from optkit_baselines.torch_optim import TorchOptimizer
 
 from optkit.errors import ConfigError
 from optkit.interfaces import FirstOrderOptimizer, Objective, Optimizer, Params, StepInfo, Support
 from optkit.oracle import Oracle
 from optkit_optex.estimator import FitMode, KernelGradientEstimator, validate_estimator_config
 from optkit_optex.flat import Flattener
+from optkit_optex.fused import FlatProxy, flat_rule_supported
 
 
 @dataclass
 class OptExState:
-    """Base optimizer state, the estimator (history) and the params layout."""
+    """Base optimizer state, the estimator (history) and the params layout.
+
+    ``base_state`` is the base optimizer's own state on the generic path and ``None`` on the
+    fused path, where ``fused`` (the flat ``torch.optim`` instances) holds it.
+    """
 
     base_state: Any
     estimator: KernelGradientEstimator
     flat: Flattener
     iteration: int = 0
+    fused: FlatProxy | None = None
 
 
 class OptEx(Optimizer):
@@ -66,8 +73,12 @@ class OptEx(Optimizer):
         noise: float | None = None,
         fit_coords: int = 128,
         refit_every: int = 1,
+        fit_lag: int = 1,
         mll_steps: int = 30,
         seed: int = 0,
+        fused: bool = True,
+        cuda_graph: bool = True,
+        device_solve: bool | None = None,
     ) -> None:
         """Args:
         base / base_config: a registered first-order optimizer and its keyword config.
@@ -77,14 +88,29 @@ class OptEx(Optimizer):
         proxy_updates_state: carry the base state (Adam moments, step count) through the
             proxy steps (released behaviour); ``False`` runs them on a copy and takes the true
             step from the iteration's starting state.
-        kernel, fit, lengthscale, noise, fit_coords, refit_every, mll_steps: estimator
+        kernel, fit, lengthscale, noise, fit_coords, refit_every, fit_lag, mll_steps: estimator
             options, see :class:`~optkit_optex.estimator.KernelGradientEstimator`.
         seed: seed of the estimator's coordinate subsample.
+        fused: run a ``torch.optim``-backed elementwise base on one flat tensor
+            (:mod:`optkit_optex.fused`); other bases always take the generic loop.
+        cuda_graph: on CUDA, capture the fused proxy loop (with the estimator's device
+            solve) and the estimator's append in CUDA graphs and replay them.
+        device_solve: compute the estimator's solve on the device (no host
+            synchronisation) and graph its append; off by default (``None`` = off) until it
+            is measured on a GPU (see
+            :class:`~optkit_optex.estimator.KernelGradientEstimator`).
         """
         check_parallelism(parallelism, self.name)
         if next_iterate not in ("last", "best"):
             raise ConfigError(
                 f"optimizer 'optex': next_iterate must be 'last' or 'best', got {next_iterate!r}"
+            )
+        for key, value in (("fused", fused), ("cuda_graph", cuda_graph)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"optimizer 'optex': {key} must be true or false, got {value!r}")
+        if device_solve is not None and not isinstance(device_solve, bool):
+            raise ConfigError(
+                f"optimizer 'optex': device_solve must be true, false or null, got {device_solve!r}"
             )
         self.estimator_options: dict[str, Any] = dict(
             kernel=kernel,
@@ -93,6 +119,7 @@ class OptEx(Optimizer):
             noise=noise,
             fit_coords=fit_coords,
             refit_every=refit_every,
+            fit_lag=fit_lag,
             mll_steps=mll_steps,
             seed=seed,
         )
@@ -102,6 +129,8 @@ class OptEx(Optimizer):
         self.base: FirstOrderOptimizer = build_base(base, base_config, self.name)
         self.parallelism, self.history = parallelism, history
         self.next_iterate, self.proxy_updates_state = next_iterate, proxy_updates_state
+        self.fused = fused and flat_rule_supported(self.base)
+        self.cuda_graph, self.device_solve = cuda_graph, device_solve
 
     def supports(self, objective: Objective) -> Support:
         return self.base.supports(objective)
@@ -114,15 +143,61 @@ class OptEx(Optimizer):
             self.history,
             device=first.device,
             dtype=first.dtype,
+            device_solve=self.device_solve,
+            cuda_graph=self.cuda_graph,
             **self.estimator_options,
         )
+        if self.fused:
+            assert isinstance(self.base, TorchOptimizer)
+            proxy = FlatProxy(
+                self.base,
+                flat.flatten(params).detach(),
+                self.parallelism,
+                self.history,
+                save_states=self.next_iterate == "best" and self.proxy_updates_state,
+                cuda_graph=self.cuda_graph,
+            )
+            return OptExState(None, estimator, flat, fused=proxy)
         return OptExState(self.base.init(params), estimator, flat)
 
     def step(
         self, params: Params, state: OptExState, oracle: Oracle
     ) -> tuple[Params, OptExState, StepInfo]:
-        est, flat, n = state.estimator, state.flat, self.parallelism
         state.iteration += 1
+        if state.fused is not None:
+            return self._step_fused(params, state, state.fused, oracle)
+        return self._step_generic(params, state, oracle)
+
+    def _step_fused(
+        self, params: Params, state: OptExState, proxy: FlatProxy, oracle: Oracle
+    ) -> tuple[Params, OptExState, StepInfo]:
+        """Flat points in ``proxy.P``; no host synchronisation besides the oracle's check
+        and one read of the N losses (see :mod:`optkit_optex.fused`)."""
+        est, flat, n = state.estimator, state.flat, self.parallelism
+        proxy.P[0].copy_(flat.flatten(params))
+        est.begin(proxy.P[0], move_anchor=n == 1)
+        ran = est.mode != "empty" and n > 1
+        if ran:
+            proxy.run(est)
+        else:
+            proxy.P[1:].copy_(proxy.P[0].expand(n - 1, -1))
+        evaluation = oracle.evaluate([flat.unflatten(proxy.P[s]) for s in range(n)])
+        losses = evaluation.losses.tolist()  # the GPU queue is drained by the oracle's check
+        grads = flat.flatten_many(evaluation.grads)
+        queried = proxy.SQ[: n - 1] if ran and est.mode == "gp" else None
+        est.append(proxy.P, grads, iteration=state.iteration, queried=queried, check_finite=False)
+        j = n - 1 if self.next_iterate == "last" else min(range(n), key=losses.__getitem__)
+        new = proxy.true_step(j, grads[j], from_proxy=ran and self.proxy_updates_state)
+        return (
+            flat.unflatten(new),
+            state,
+            StepInfo(loss=losses[0], extras=self._extras(est, j, losses)),
+        )
+
+    def _step_generic(
+        self, params: Params, state: OptExState, oracle: Oracle
+    ) -> tuple[Params, OptExState, StepInfo]:
+        est, flat, n = state.estimator, state.flat, self.parallelism
         est.begin(flat.flatten(params))
         points: list[Params] = [params]
         saved: list[Any] = []  # base state at each point (only for next_iterate = "best")
@@ -143,14 +218,15 @@ class OptEx(Optimizer):
                 current, run_state = self.base.update(current, mu, run_state)
                 points.append(current)
         evaluation = oracle.evaluate(points)
+        losses = evaluation.losses.tolist()
         est.append(
             torch.stack([flat.flatten(p) for p in points]),
-            torch.stack([flat.flatten(g) for g in evaluation.grads]),
+            flat.flatten_many(evaluation.grads),
             iteration=state.iteration,
+            queried=est.queried_distances(),
+            check_finite=False,  # the oracle has refused non-finite gradients already
         )
-        j = n - 1
-        if self.next_iterate == "best":
-            j = int(torch.argmin(evaluation.losses))
+        j = n - 1 if self.next_iterate == "last" else min(range(n), key=losses.__getitem__)
         if not self.proxy_updates_state:
             true_state = state.base_state
         elif j == n - 1 or not saved:
@@ -158,14 +234,17 @@ class OptEx(Optimizer):
         else:
             true_state = saved[j]
         new_params, state.base_state = self.base.update(points[j], evaluation.grads[j], true_state)
+        return new_params, state, StepInfo(loss=losses[0], extras=self._extras(est, j, losses))
+
+    @staticmethod
+    def _extras(est: KernelGradientEstimator, j: int, losses: list[float]) -> dict[str, float]:
         hyper = est.hyper
-        extras = {
+        return {
             "optex_chosen": float(j),
             "optex_history": float(est.size),
             "optex_fallbacks": float(est.fallbacks),
             "optex_jitter": est.jitter,
             "optex_lengthscale": hyper.lengthscale if hyper else float("nan"),
             "optex_noise": hyper.noise if hyper else float("nan"),
-            "optex_min_loss": float(evaluation.losses.min()),
+            "optex_min_loss": min(losses),
         }
-        return new_params, state, StepInfo(loss=float(evaluation.losses[0]), extras=extras)

@@ -44,7 +44,7 @@ class OptEx(torch.optim.Optimizer):
         base: a ``torch.optim.Optimizer`` subclass; ``**base_kwargs`` (``lr``, ``betas``, ...)
             go to it. It shares this optimizer's ``param_groups`` (LR schedulers work).
         parallelism, history, next_iterate, proxy_updates_state, kernel, fit, lengthscale,
-        noise, fit_coords, refit_every, mll_steps, seed: as for the registered ``optex``
+        noise, fit_coords, refit_every, fit_lag, mll_steps, seed: as for the registered ``optex``
             optimizer (:class:`optkit_optex.optimizer.OptEx`).
 
     ``state_dict`` holds the base optimizer's state; the estimator's history is not saved (it
@@ -65,6 +65,7 @@ class OptEx(torch.optim.Optimizer):
         noise: float | None = None,
         fit_coords: int = 128,
         refit_every: int = 1,
+        fit_lag: int = 1,
         mll_steps: int = 30,
         seed: int = 0,
         **base_kwargs: Any,
@@ -89,6 +90,7 @@ class OptEx(torch.optim.Optimizer):
             noise=noise,
             fit_coords=fit_coords,
             refit_every=refit_every,
+            fit_lag=fit_lag,
             mll_steps=mll_steps,
         )
         super().__init__(params, defaults={})
@@ -105,6 +107,7 @@ class OptEx(torch.optim.Optimizer):
             noise=noise,
             fit_coords=fit_coords,
             refit_every=refit_every,
+            fit_lag=fit_lag,
             mll_steps=mll_steps,
             seed=seed,
         )
@@ -177,7 +180,12 @@ class OptEx(torch.optim.Optimizer):
                 first_loss = loss
             losses.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
             grads.append(self._grad_vector(params).detach().clone())
-        est.append(torch.stack(points), torch.stack(grads), iteration=self.iteration)
+        est.append(
+            torch.stack(points),
+            torch.stack(grads),
+            iteration=self.iteration,
+            queried=est.queried_distances(),  # points[:N-1] are the queried proxy points
+        )
         j = n - 1 if self.next_iterate == "last" else min(range(n), key=losses.__getitem__)
         if start_state is not None:
             self.base.load_state_dict(start_state)

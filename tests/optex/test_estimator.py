@@ -210,7 +210,7 @@ def test_distances_reused_from_queries_match_exact_ones() -> None:
                 + 0.01 * torch.randn(d, generator=gen, dtype=torch.float64)
             )
         p = torch.stack(pts)
-        est.append(p, torch.sin(p), iteration=it)
+        est.append(p, torch.sin(p), iteration=it, queried=est.queried_distances())
         stored.extend(p)
         x = p[-1] + 0.02
     assert est.mode == "gp"

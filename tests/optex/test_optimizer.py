@@ -127,6 +127,7 @@ def test_multi_tensor_params_round_trip() -> None:
         ({"fit": "fixed"}, ConfigError, "needs a lengthscale"),
         ({"base_config": {"lrr": 0.1}}, ConfigError, "unknown key 'lrr'"),
         ({"next_iterate": "first"}, ConfigError, "next_iterate"),
+        ({"fit_lag": -1}, ConfigError, "fit_lag must be an integer >= 0"),
     ],
 )
 def test_bad_config_is_a_clear_error_before_running(
