@@ -1,10 +1,20 @@
-"""OptEx on one GPU: estimator vs the bandwidth bound, iteration cost, wall-clock to target.
+"""OptEx on one GPU, side by side in one run: iteration cost against vanilla, the estimator
+against the memory-bandwidth bound, history footprint, wall-clock to vanilla's loss.
 
-    PYTHONPATH=$PWD:$PWD/plugins python benchmarks/optex_gpu.py --out optex-gpu.json
+    python3 -m pip install --no-deps --no-build-isolation -e . -q
+    PYTHONPATH=$PWD:$PWD/plugins python3 benchmarks/optex_gpu.py --out optex-gpu.json
 
-(needs the package's entry points: ``pip install --no-deps --no-build-isolation -e .`` first).
-Writes one JSON file; ``benchmarks/optex_synthetic.py --gpu-json FILE`` puts it in the report.
-``--small`` runs the same code at a CPU-friendly size (smoke test only).
+Objectives: Rosenbrock at d = 1e5 and d = 1e6 (exact gradients, Adam lr 0.01) and a
+benchmark-only MLP (1.3M parameters, minibatch 128, Adam lr 1e-3). Optimizers, N = 8, vmap
+executor: ``vanilla`` (the framework's ``adam``), ``raw_adam`` (a plain eager
+``torch.optim.Adam`` loop outside the framework, for honesty about the framework's own
+overhead), ``optex`` (fused flat proxy loop with the device solve replayed as a CUDA graph,
+append replayed from a second graph), ``optex_eager`` (fused, ``cuda_graph = false``),
+``optex_host_solve`` (``device_solve = false``: W solved on the host), ``optex_generic``
+(``fused = false``: the per-step dict loop), ``data_parallel`` and ``target``.
+
+Writes one JSON file and prints a summary. ``--small`` runs the same code at a CPU-friendly
+size in seconds (a smoke test; no graphs on a CPU).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import math
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -24,6 +35,9 @@ from optkit_optex.estimator import KernelGradientEstimator
 from optkit.interfaces import Objective, Params
 from optkit.oracle import Oracle
 from optkit.registry import get_registry
+
+N = 8
+T0 = 50
 
 
 def sync(device: torch.device) -> None:
@@ -47,7 +61,8 @@ def timed(fn: Callable[[], Any], device: torch.device, reps: int, warm: int = 3)
 
 class MLPObjective(Objective):
     """A timing workload only: a 3-layer MLP (tanh) on a fixed random teacher-labelled data set
-    held on the device; minibatches of 128 drawn with the cell's generator."""
+    held on the device; minibatches of 128 drawn with the cell's generator (indices drawn on
+    the host, sent through pinned memory without blocking)."""
 
     name: ClassVar[str] = "bench_mlp"
     summary: ClassVar[str] = "benchmark-only MLP"
@@ -80,7 +95,10 @@ class MLPObjective(Objective):
         }
 
     def sample_batch(self, generator: torch.Generator, params: Params) -> torch.Tensor:
-        return torch.randint(0, self.n, (128,), generator=generator).to(self.device)
+        idx = torch.randint(0, self.n, (128,), generator=generator)
+        if self.device.type == "cuda":
+            return idx.pin_memory().to(self.device, non_blocking=True)
+        return idx.to(self.device)
 
     def loss(self, params: Params, batch: torch.Tensor) -> torch.Tensor:
         h = torch.tanh(self.x[batch] @ params["w1"] + params["b1"])
@@ -93,63 +111,224 @@ class MLPObjective(Objective):
         return {"loss": float(self.loss(params, torch.arange(self.n, device=self.device)))}
 
 
-def make(obj: Objective, spec: dict[str, Any], device: torch.device, seed: int = 0):  # type: ignore[no-untyped-def]
-    reg = get_registry()
-    opt = reg.create("optimizer", spec)
-    gen = torch.Generator().manual_seed(seed)
-    params = obj.init_params(gen)
-    state = opt.init(params)
-    oracle = Oracle(obj, reg.create("executor", {"name": "vmap"}), gen)
-    return opt, params, state, oracle
+# ------------------------------------------------------------------------------ optimizers
+def specs(lr: float) -> dict[str, dict[str, Any]]:
+    base = {"base": "adam", "base_config": {"lr": lr}, "parallelism": N}
+    return {
+        "vanilla": {"name": "adam", "lr": lr},
+        "raw_adam": {"raw": True, "lr": lr},
+        "optex": {"name": "optex", **base},
+        "optex_eager": {"name": "optex", "cuda_graph": False, **base},
+        "optex_host_solve": {"name": "optex", "device_solve": False, **base},
+        "optex_generic": {"name": "optex", "fused": False, **base},
+        "optex_refit10": {"name": "optex", "refit_every": 10, **base},
+        "optex_lag0": {"name": "optex", "fit_lag": 0, **base},
+        "data_parallel": {"name": "data_parallel", **base},
+        "target": {"name": "target", **base},
+    }
+
+
+class Runner:
+    """One optimizer on one objective: ``step()`` advances one iteration; ``params()``."""
+
+    def __init__(self, obj: Objective, spec: dict[str, Any], seed: int = 0) -> None:
+        self.obj = obj
+        self.gen = torch.Generator().manual_seed(seed)
+        start = obj.init_params(self.gen)
+        self.raw = bool(spec.get("raw"))
+        if self.raw:  # a plain training loop: leaf tensors, backward, torch.optim.Adam
+            self.leaves = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+            self.torch_opt = torch.optim.Adam(list(self.leaves.values()), lr=spec["lr"])
+            return
+        reg = get_registry()
+        self.opt = reg.create("optimizer", spec)
+        self.p, self.s = start, self.opt.init(start)
+        self.oracle = Oracle(obj, reg.create("executor", {"name": "vmap"}), self.gen)
+
+    def step(self) -> None:
+        if self.raw:
+            batch = self.obj.sample_batch(self.gen, self.leaves)
+            self.torch_opt.zero_grad(set_to_none=True)
+            self.obj.loss(self.leaves, batch).backward()
+            self.torch_opt.step()
+            return
+        self.p, self.s, _ = self.opt.step(self.p, self.s, self.oracle)
+
+    def params(self) -> Params:
+        return {k: v.detach() for k, v in self.leaves.items()} if self.raw else self.p
 
 
 def iteration_cost(
-    obj: Objective, specs: dict[str, dict[str, Any]], device: torch.device, warm: int, reps: int
-) -> dict[str, float]:
-    """Median ms per iteration of each optimizer (synchronized), after ``warm`` iterations."""
-    out = {}
-    for label, spec in specs.items():
-        opt, params, state, oracle = make(obj, spec, device)
-        holder = {"p": params, "s": state}
-
-        def one() -> None:
-            holder["p"], holder["s"], _ = opt.step(holder["p"], holder["s"], oracle)  # noqa: B023
-
+    obj: Objective, lr: float, device: torch.device, warm: int, reps: int
+) -> dict[str, Any]:
+    """Median ms per iteration (synchronized) after ``warm`` iterations, and for OptEx the
+    number of synchronizing CUDA calls in one iteration and the graph's status."""
+    out: dict[str, Any] = {}
+    for label, spec in specs(lr).items():
+        run = Runner(obj, spec)
         for _ in range(warm):
-            one()
-        out[label] = 1e3 * timed(one, device, reps, warm=0)
+            run.step()
+        out[label] = 1e3 * timed(run.step, device, reps, warm=0)
+        if label.startswith("optex") and device.type == "cuda":
+            out[f"{label}_syncs_per_iteration"] = count_syncs(run.step)
+            fused = getattr(run.s, "fused", None)
+            if fused is not None:
+                out[f"{label}_graph"] = {
+                    "captured": fused.graph is not None,
+                    "failed": fused.graph_failed,
+                    "replays": fused.replays,
+                    "solve_in_graph": fused.solve_in_graph,
+                    "append_graphs": len(run.s.estimator._append_graphs),
+                    "append_graph_failed": run.s.estimator.append_graph_failed,
+                    "fallbacks": run.s.estimator.fallbacks,
+                }
     return out
 
 
+def count_syncs(fn: Callable[[], Any]) -> int:
+    """Synchronizing CUDA calls (``torch.cuda.set_sync_debug_mode``) during one ``fn()``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def to_target(
-    obj: Objective, specs: dict[str, dict[str, Any]], device: torch.device, vanilla_iters: int
-) -> dict[str, dict[str, float]]:
+    obj: Objective, lr: float, device: torch.device, vanilla_iters: int
+) -> dict[str, Any]:
     """Wall-clock (optimizer steps only, synchronized; the loss checks between steps are not
     counted) and iterations to reach vanilla's ``vanilla_iters``-iteration loss."""
     goal = None
-    out: dict[str, dict[str, float]] = {}
-    for label, spec in specs.items():
-        opt, params, state, oracle = make(obj, spec, device)
+    out: dict[str, Any] = {}
+    for label, spec in specs(lr).items():
+        run = Runner(obj, spec)
         wall, iters = 0.0, 0
         while iters < vanilla_iters:
             sync(device)
             t0 = time.perf_counter()
-            params, state, _ = opt.step(params, state, oracle)
+            run.step()
             sync(device)
             wall += time.perf_counter() - t0
             iters += 1
-            if goal is not None and obj.evaluate(params)["loss"] <= goal:
+            if goal is not None and obj.evaluate(run.params())["loss"] <= goal:
                 break
-        loss = obj.evaluate(params)["loss"]
+        loss = obj.evaluate(run.params())["loss"]
         if goal is None:
             goal = loss
-        out[label] = {
-            "iterations": iters,
-            "wall_s": wall,
-            "loss": loss,
-            "reached": float(loss <= goal),
-        }
+        out[label] = {"iterations": iters, "wall_ms": 1e3 * wall, "loss": loss}
+        out[label]["reached"] = bool(loss <= goal)
     return out
+
+
+# ------------------------------------------------------------------------------ estimator
+def copy_bandwidth(numel: int, device: torch.device) -> float:
+    """Bytes per second of a device-to-device copy (read + write) of ``numel`` floats."""
+    src = torch.empty(numel, device=device)
+    dst = torch.empty_like(src)
+    return 2 * numel * 4 / timed(lambda: dst.copy_(src), device, 10)
+
+
+def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[str, Any]:
+    """One query (eager and replayed as a CUDA graph) against reading the history once."""
+    est = KernelGradientEstimator(d, T0, device=device, dtype=torch.float32)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(d, device=device, generator=g)
+    for it in range(12):
+        est.begin(x)
+        pts = x + 0.01 * torch.randn(5, d, device=device, generator=g).cumsum(0)
+        est.append(pts, 2 * pts, iteration=it)
+        x = pts[-1] + 0.01
+    est.begin(x)
+    q, sq, mu = x + 0.003, torch.zeros(T0, device=device), torch.zeros(d, device=device)
+    t_query = timed(lambda: est.query_into(q, sq, mu), device, reps)
+    graph_ms, graph_error = None, None
+    if device.type == "cuda":
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    est.query_into(q, sq, mu)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                est.query_into(q, sq, mu)
+            eager = est.query(q)
+            graph.replay()
+            sync(device)
+            torch.testing.assert_close(mu, eager)
+            graph_ms = 1e3 * timed(graph.replay, device, reps)
+        except Exception as err:  # report, do not hide
+            graph_error = repr(err)
+    # Default fit_lag = 1: begin's own cost, the lagged fit having had 5 ms (an iteration's
+    # proxy loop, oracle round and append) to finish in the worker thread.
+    lagged = []
+    for _ in range(max(reps // 5, 3) + 3):
+        time.sleep(0.005)
+        sync(device)
+        t = time.perf_counter()
+        est.begin(x)
+        sync(device)
+        lagged.append(time.perf_counter() - t)
+    t_begin = statistics.median(lagged[3:])
+    est.fit_lag = 0  # the synchronous fit, on the critical path
+    t_begin_sync = timed(lambda: est.begin(x), device, max(reps // 5, 3))
+    pts8 = x + 0.01 * torch.randn(N, d, device=device, generator=g).cumsum(0)
+    t_append = timed(
+        lambda: est.append(pts8, 2 * pts8, iteration=99, check_finite=False),
+        device,
+        max(reps // 5, 3),
+    )
+    # begin + append of one iteration (N points, the first N - 1 with queried distances), as
+    # the fused step issues them: the device solve (eager here) and the append graph.
+    est.fit_lag = 1
+    sq7 = torch.zeros(N - 1, T0, device=device)
+    both = []
+    for it in range(max(reps // 5, 3) + 3):
+        time.sleep(0.005)
+        sync(device)
+        t = time.perf_counter()
+        est.begin(x)
+        est.append(pts8, 2 * pts8, iteration=100 + it, queried=sq7, check_finite=False)
+        sync(device)
+        both.append(time.perf_counter() - t)
+    t_both = statistics.median(both[3:])
+    syncs: dict[str, int | None] = {"solve": None, "append": None}
+    if device.type == "cuda":  # the device solve and a (graphed) append: no synchronisation
+        syncs["solve"] = count_syncs(est.solve_device)
+        syncs["append"] = count_syncs(
+            lambda: est.append(pts8, 2 * pts8, iteration=200, queried=sq7, check_finite=False)
+        )
+    bound = 2 * T0 * d * 4 / bw
+    every = sum(
+        v.numel() * v.element_size() for v in vars(est).values() if isinstance(v, torch.Tensor)
+    )
+    return {
+        "query_ms": 1e3 * t_query,
+        "query_graph_ms": graph_ms,
+        "graph_error": graph_error,
+        "bound_ms": 1e3 * bound,
+        "ratio_to_bound": t_query / bound,
+        "ratio_to_bound_graph": None if graph_ms is None else graph_ms / (1e3 * bound),
+        "begin_ms": 1e3 * t_begin,
+        "begin_fit_lag0_ms": 1e3 * t_begin_sync,
+        "append8_never_queried_ms": 1e3 * t_append,
+        "begin_append_ms": 1e3 * t_both,
+        "device_solve": est.device_solve,
+        "append_graph": {
+            "captured": len(est._append_graphs),
+            "failed": est.append_graph_failed,
+        },
+        "syncs_solve": syncs["solve"],
+        "syncs_append": syncs["append"],
+        "history_bytes": est.memory_bytes,
+        "two_T0_d_floats_bytes": 2 * T0 * d * 4,
+        "all_estimator_buffers_bytes": every,
+    }
 
 
 def ensure_registry() -> None:
@@ -173,115 +352,94 @@ def ensure_registry() -> None:
     )
 
 
+def summary(result: dict[str, Any]) -> str:
+    lines = [f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s"]
+    for obj, row in result["iteration_ms"].items():
+        van = row["vanilla"]
+        cells = [f"{k} {v:.2f} ({v / van:.1f}x)" for k, v in row.items() if isinstance(v, float)]
+        lines.append(f"ms/iteration {obj}: " + ", ".join(cells))
+        syncs = {k: v for k, v in row.items() if k.endswith("syncs_per_iteration")}
+        if syncs:
+            lines.append(f"  syncs: {syncs}; graph: {row.get('optex_graph')}")
+    for obj, row in result["to_target"].items():
+        lines.append(
+            f"to vanilla's 40-iteration loss, {obj}: "
+            + ", ".join(
+                f"{k} {v['wall_ms']:.0f} ms ({v['iterations']}{'' if v['reached'] else ' !'})"
+                for k, v in row.items()
+            )
+        )
+    for d, e in result["estimator"].items():
+        graph = e["query_graph_ms"]
+        lines.append(
+            f"estimator d={d}: query {e['query_ms']:.3f} ms ({e['ratio_to_bound']:.2f}x bound"
+            f" {e['bound_ms']:.3f}), graph "
+            + ("-" if graph is None else f"{graph:.3f} ms ({e['ratio_to_bound_graph']:.2f}x)")
+            + f", begin {e['begin_ms']:.2f} ms (fit_lag 0: {e['begin_fit_lag0_ms']:.2f} ms),"
+            f" append8 {e['append8_never_queried_ms']:.2f} ms,"
+            f" begin+append {e['begin_append_ms']:.2f} ms (device solve {e['device_solve']},"
+            f" append graphs {e['append_graph']}, syncs solve {e['syncs_solve']}"
+            f" append {e['syncs_append']}),"
+            f" history {e['history_bytes'] / 2**20:.1f} MiB = 2 T0 d floats"
+            f" {e['two_T0_d_floats_bytes'] / 2**20:.1f} MiB (all buffers"
+            f" {e['all_estimator_buffers_bytes'] / 2**20:.1f} MiB)"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="optex-gpu.json")
-    ap.add_argument("--small", action="store_true")
+    ap.add_argument("--small", action="store_true", help="CPU-sized smoke test")
     args = ap.parse_args()
+    started = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     ensure_registry()
-    d = 10_000 if args.small else 1_000_000
-    t0_hist, reps = 50, (5 if args.small else 50)
+    dims = (2_000, 10_000) if args.small else (100_000, 1_000_000)
+    reps = 5 if args.small else 50
+    warm, it_reps = (3, 5) if args.small else (8, 30)
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__,
-        "d": d,
-        "T0": t0_hist,
+        "N": N,
+        "T0": T0,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    # 1. bandwidth: device-to-device copy of 1 GiB (read + write)
-    big = torch.empty(2**28 if not args.small else 2**22, device=device)
-    dst = torch.empty_like(big)
-    t = timed(lambda: dst.copy_(big), device, 10)
-    bw = 2 * big.numel() * 4 / t
+    # 1. bandwidth: device-to-device copy (read + write)
+    bw = copy_bandwidth(2**22 if args.small else 2**28, device)
     result["copy_bandwidth_GBps"] = bw / 1e9
-    # 2. the estimator at d, T0 = 50, fp32
-    est = KernelGradientEstimator(d, t0_hist, device=device, dtype=torch.float32)
-    g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(d, device=device, generator=g)
-    for it in range(12):
-        est.begin(x)
-        pts = x + 0.01 * torch.randn(5, d, device=device, generator=g).cumsum(0)
-        est.append(pts, 2 * pts, iteration=it)
-        x = pts[-1] + 0.01
-    est.begin(x)
-    q = x + 0.003
-    bytes_read = 2 * t0_hist * d * 4
-    t_query = timed(lambda: est.query(q), device, reps)
-    t_begin = timed(lambda: est.begin(x), device, max(reps // 5, 3))
-    pts8 = x + 0.01 * torch.randn(8, d, device=device, generator=g).cumsum(0)
-    t_append = timed(lambda: est.append(pts8, 2 * pts8, iteration=99), device, max(reps // 5, 3))
-    xv_plain = timed(lambda: torch.mv(est.X, q), device, reps)
-    gw = timed(lambda: torch.mv(est.G.T, est.a), device, reps)
-    est.begin(x)
-    graph_ms = None
-    if device.type == "cuda":
-        try:
-            static_q = q.clone()
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):
-                    est.query(static_q)
-            torch.cuda.current_stream().wait_stream(s)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = est.query(static_q)
-            graph.replay()
-            sync(device)
-            torch.testing.assert_close(static_out, est.query(static_q))
-            graph_ms = 1e3 * timed(graph.replay, device, reps)
-        except Exception as err:  # report, do not hide
-            result["graph_error"] = repr(err)
-    result["estimator"] = {
-        "query_ms": 1e3 * t_query,
-        "query_graph_ms": graph_ms,
-        "bound_ms": 1e3 * bytes_read / bw,
-        "ratio_to_bound": t_query / (bytes_read / bw),
-        "ratio_to_bound_graph": None if graph_ms is None else graph_ms / (1e3 * bytes_read / bw),
-        "X_v_mv_ms": 1e3 * xv_plain,
-        "Gt_w_mv_ms": 1e3 * gw,
-        "begin_ms": 1e3 * t_begin,
-        "append8_ms": 1e3 * t_append,
-        "history_bytes": est.memory_bytes,
-        "two_T0_d_floats_bytes": 2 * t0_hist * d * 4,
-    }
-    # 3. iteration cost, N = 8, vmap executor
+    # 2. the estimator, T0 = 50, fp32
+    result["estimator"] = {str(d): estimator_bench(d, device, bw, reps) for d in dims}
+    # 3. objectives
     reg = get_registry()
-    n = 8
-
-    def specs(lr: float) -> dict[str, dict[str, Any]]:
-        base = {"base": "adam", "base_config": {"lr": lr}, "parallelism": n}
-        return {
-            "vanilla": {"name": "adam", "lr": lr},
-            "optex": {"name": "optex", **base},
-            "optex_refit10": {"name": "optex", "refit_every": 10, **base},
-            "data_parallel": {"name": "data_parallel", **base},
-            "target": {"name": "target", **base},
-        }
-
-    rosen = reg.create("objective", {"name": "rosenbrock", "dim": d})
-    rosen.prepare(device, torch.float32)
-    mlp = MLPObjective(width=256 if args.small else 1024)
+    objectives: dict[str, tuple[Objective, float]] = {}
+    for d in dims:
+        rosen = reg.create("objective", {"name": "rosenbrock", "dim": d})
+        rosen.prepare(device, torch.float32)
+        objectives[f"rosenbrock_d{d}"] = (rosen, 0.01)
+    mlp = MLPObjective(width=64 if args.small else 1024)
     mlp.prepare(device, torch.float32)
+    objectives["mlp"] = (mlp, 1e-3)
     result["mlp_params"] = sum(v.numel() for v in mlp.init_params(torch.Generator()).values())
-    warm, it_reps = (3, 5) if args.small else (8, 30)
-    torch.cuda.reset_peak_memory_stats() if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     result["iteration_ms"] = {
-        f"rosenbrock_d{d}": iteration_cost(rosen, specs(0.01), device, warm, it_reps),
-        "mlp": iteration_cost(mlp, specs(1e-3), device, warm, it_reps),
+        name: iteration_cost(obj, lr, device, warm, it_reps)
+        for name, (obj, lr) in objectives.items()
     }
     # 4. wall-clock to vanilla's 40-iteration loss, side by side
     result["to_target"] = {
-        f"rosenbrock_d{d}": to_target(rosen, specs(0.01), device, 40),
-        "mlp": to_target(mlp, specs(1e-3), device, 40),
+        name: to_target(obj, lr, device, 40) for name, (obj, lr) in objectives.items()
     }
     if device.type == "cuda":
         result["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    result["wall_s"] = time.time() - started
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)
-    print(json.dumps(result, indent=1))
+    print(summary(result))
 
 
 if __name__ == "__main__":

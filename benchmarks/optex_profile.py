@@ -2,6 +2,10 @@
 and a cProfile of OptEx's step (CPU, one thread).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/optex_profile.py [--dim 100000] [--n 8]
+
+``--ops`` instead counts torch operators per iteration with ``torch.profiler`` (fused and
+generic OptEx paths, vanilla): all ``aten::`` ops, and ``aten::_local_scalar_dense``, the op
+behind every ``.item()`` / ``float(t)`` / ``bool(t)`` (a host sync on a GPU).
 """
 
 from __future__ import annotations
@@ -37,14 +41,41 @@ def timed(spec: dict[str, Any], dim: int, iterations: int) -> tuple[float, Any, 
     return (time.perf_counter() - start) / iterations * 1e3, optimizer, params, state, oracle
 
 
+def op_counts(spec: dict[str, Any], dim: int, iterations: int = 5) -> dict[str, float]:
+    """Mean aten ops and ``_local_scalar_dense`` calls per iteration (after warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, optimizer, params, state, oracle = timed(spec, dim, 1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(iterations):
+            params, state, _ = optimizer.step(params, state, oracle)
+    names = [e.name for e in prof.events() if e.name.startswith("aten::")]
+    # top-level ops only would need the tree; all aten ops (nested included) are comparable
+    return {
+        "aten_ops": len(names) / iterations,
+        "local_scalar_dense": names.count("aten::_local_scalar_dense") / iterations,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=100_000)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--ops", action="store_true", help="operator counts, not timings")
     args = parser.parse_args()
     torch.set_num_threads(1)
     wrap = {"base": "adam", "base_config": {"lr": 0.01}, "parallelism": args.n}
+    if args.ops:
+        for label, spec in {
+            "vanilla": {"name": "adam", "lr": 0.01},
+            "optex (fused)": {"name": "optex", **wrap},
+            "optex (generic loop)": {"name": "optex", **wrap, "fused": False},
+            "target": {"name": "target", **wrap},
+        }.items():
+            counts = op_counts(spec, args.dim)
+            print(f"{label}: " + ", ".join(f"{k} {v:.0f}" for k, v in counts.items()))
+        return
     specs = {
         "vanilla": {"name": "adam", "lr": 0.01},
         "optex": {"name": "optex", **wrap},

@@ -65,7 +65,11 @@ def fmt_hits(hits: list[int | None]) -> str:
     return f"{med:g} ({min(ints)}-{max(ints)})"
 
 
-def study_exact(seeds: list[int], d: int) -> tuple[list[str], dict[str, Any]]:
+def study_exact(
+    seeds: list[int],
+    d: int,
+    variants: tuple[str, ...] = ("optex", "target", "data_parallel", "mll"),
+) -> tuple[list[str], dict[str, Any]]:
     rows = [
         "| function | N | OptEx (heuristic fit) | OptEx (GPyTorch MLL fit) | Target |"
         " data_parallel | released OptEx / Target |",
@@ -76,22 +80,23 @@ def study_exact(seeds: list[int], d: int) -> tuple[list[str], dict[str, Any]]:
     for fn in ("sphere", "rosenbrock"):
         goals = {s: trajectory(fn, {"name": "adam", "lr": 0.01}, 40, s, d)[-1] for s in seeds}
         for n in (2, 5, 10):
-            cells = {}
-            variants = {
+            cells: dict[str, list[int | None]] = {}
+            specs = {
                 "optex": wrap("optex", n),
                 "target": wrap("target", n),
                 "data_parallel": wrap("data_parallel", n),
             }
             if n == 5:
-                variants["mll"] = wrap("optex", n, fit="mll", refit_every=5, mll_steps=30)
-            for label, spec in variants.items():
-                cells[label] = [first_hit(trajectory(fn, spec, 40, s, d), goals[s]) for s in seeds]
+                specs["mll"] = wrap("optex", n, fit="mll", refit_every=5, mll_steps=30)
+            for label, spec in specs.items():
+                if label in variants:
+                    hits = [first_hit(trajectory(fn, spec, 40, s, d), goals[s]) for s in seeds]
+                    cells[label] = hits
             raw[f"{fn}-N{n}"] = cells
-            mll = fmt_hits(cells["mll"]) if "mll" in cells else "-"
+            shown = {k: fmt_hits(cells[k]) if k in cells else "-" for k in specs}
             rows.append(
-                f"| {fn} | {n} | {fmt_hits(cells['optex'])} | {mll} |"
-                f" {fmt_hits(cells['target'])} | {fmt_hits(cells['data_parallel'])} |"
-                f" {released[n]} |"
+                f"| {fn} | {n} | {shown['optex']} | {shown.get('mll', '-')} | {shown['target']} |"
+                f" {shown['data_parallel']} | {released[n]} |"
             )
     return rows, raw
 
@@ -199,93 +204,154 @@ def timing(d: int, n: int, warm: int = 3, reps: int = 10) -> tuple[list[str], di
     return rows, {"ms": ms, "estimator_ms": parts, "history_bytes": mem}
 
 
+ITERATION_COLUMNS: dict[str, str] = {
+    "vanilla": "vanilla (framework `adam`)",
+    "raw_adam": "plain torch.optim.Adam loop",
+    "optex": "optex (defaults)",
+    "optex_eager": "optex, `cuda_graph = false`",
+    "optex_generic": "optex, `fused = false`",
+    "optex_lag0": "optex, `fit_lag = 0`",
+    "optex_refit10": "optex, `refit_every = 10`",
+    "data_parallel": "data_parallel",
+    "target": "target",
+}
+
+
 def gpu_section() -> list[str]:
+    """The GPU section from ``docs/benchmarks/optex-gpu.json`` (``benchmarks/optex_gpu.py``),
+    with the per-iteration times of ``optex-gpu-before.json`` (last session) for comparison."""
     path = ROOT / "docs" / "benchmarks" / "optex-gpu.json"
     if not path.exists():
         return ["(no GPU results: run benchmarks/optex_gpu.py on the GPU machine)"]
     r = json.loads(path.read_text())
-    e = r["estimator"]
     lines = [
-        f"Device: {r['device']}, torch {r['torch']}, run {r['started']}; d = {r['d']:,},"
-        f" T0 = {r['T0']}, float32. Measured device-to-device copy bandwidth:"
-        f" {r['copy_bandwidth_GBps']:.0f} GB/s.",
+        f"Device: {r['device']}, torch {r['torch']}, run {r['started']}; N = {r['N']},"
+        f" T0 = {r['T0']}, float32, vmap executor. Measured device-to-device copy bandwidth:"
+        f" {r['copy_bandwidth_GBps']:.0f} GB/s. Raw numbers: `docs/benchmarks/optex-gpu.json`.",
         "",
-        "| estimator (d = 1e6, T0 = 50) | ms | x bandwidth bound |",
-        "|---|---|---|",
-        f"| bound: read X and G once (2 T0 d floats = {e['two_T0_d_floats_bytes'] / 1e6:.0f} MB)"
-        f" | {e['bound_ms']:.3f} | 1.0 |",
-        f"| query, eager | {e['query_ms']:.3f} | {e['ratio_to_bound']:.2f} |",
+        "### Estimator",
+        "",
+        "| d | bound: read X and G once | query, eager | query, CUDA graph | begin"
+        " | begin, `fit_lag = 0` | append 8 pairs | history vs 2 T0 d floats |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    if e.get("query_graph_ms") is not None:
+    for d, e in r["estimator"].items():
+        graph = (
+            f"{e['query_graph_ms']:.3f} ms ({e['ratio_to_bound_graph']:.2f}x)"
+            if e.get("query_graph_ms") is not None
+            else "-"
+        )
+        lag0 = e.get("begin_fit_lag0_ms")
         lines.append(
-            f"| query, replayed as a CUDA graph | {e['query_graph_ms']:.3f} |"
-            f" {e['ratio_to_bound_graph']:.2f} |"
+            f"| {int(d):,} | {e['bound_ms']:.3f} ms | {e['query_ms']:.3f} ms"
+            f" ({e['ratio_to_bound']:.2f}x) | {graph} | {e['begin_ms']:.2f} ms |"
+            f" {'-' if lag0 is None else f'{lag0:.2f} ms'} |"
+            f" {e['append8_never_queried_ms']:.2f} ms |"
+            f" {e['history_bytes'] / 2**20:.1f} MiB ="
+            f" {e['two_T0_d_floats_bytes'] / 2**20:.1f} MiB |"
         )
     lines += [
-        f"| of which X v (torch.mv) | {e['X_v_mv_ms']:.3f} | |",
-        f"| of which G^T w (torch.mv) | {e['Gt_w_mv_ms']:.3f} | |",
-        f"| begin (hyperparameter fit on CPU, W) | {e['begin_ms']:.2f} | |",
-        f"| append 8 pairs never queried (worst case) | {e['append8_ms']:.2f} | |",
         "",
-        f"History memory: {e['history_bytes'] / 2**20:.0f} MiB, exactly 2 * T0 * d floats"
-        f" ({e['two_T0_d_floats_bytes'] / 2**20:.0f} MiB). Peak GPU memory of the whole run:"
-        f" {r['peak_memory_bytes'] / 2**30:.2f} GiB.",
+        f"Peak GPU memory of the whole run: {r['peak_memory_bytes'] / 2**30:.2f} GiB.",
         "",
-        f"Time per iteration, N = 8, vmap executor (median of 30 after 8 warm-up; MLP ="
-        f" {r['mlp_params']:,}-parameter benchmark-only MLP on random teacher-labelled data,"
-        " batch 128):",
+        "### Time per iteration",
         "",
-        "| objective | " + " | ".join(next(iter(r["iteration_ms"].values()))) + " |",
-        "|---|" + "---|" * len(next(iter(r["iteration_ms"].values()))),
+        f"Median ms per iteration after warm-up, and the ratio to vanilla; MLP ="
+        f" {r['mlp_params']:,}-parameter benchmark-only MLP, batch 128. `syncs` = host"
+        " synchronisations per OptEx iteration (counted with `torch.cuda.set_sync_debug_mode`).",
+        "",
+    ]
+    first = next(iter(r["iteration_ms"].values()))
+    cols = [k for k in ITERATION_COLUMNS if k in first]
+    lines += [
+        "| objective | " + " | ".join(ITERATION_COLUMNS[c] for c in cols) + " | syncs |",
+        "|---|" + "---|" * (len(cols) + 1),
     ]
     for obj, row in r["iteration_ms"].items():
         van = row["vanilla"]
+        cells = [f"{row[c]:.2f} ({row[c] / van:.1f}x)" if c in row else "-" for c in cols]
         lines.append(
-            f"| {obj} | " + " | ".join(f"{v:.2f} ms ({v / van:.1f}x)" for v in row.values()) + " |"
+            f"| {obj} | " + " | ".join(cells) + f" | {row.get('optex_syncs_per_iteration', '-')} |"
         )
-    lines += [
-        "",
-        "Wall-clock to vanilla's 40-iteration loss (optimizer steps only; iterations in brackets):",
-        "",
-        "| objective | " + " | ".join(next(iter(r["to_target"].values()))) + " |",
-        "|---|" + "---|" * len(next(iter(r["to_target"].values()))),
-    ]
-    for obj, row in r["to_target"].items():
-        lines.append(
-            f"| {obj} | "
-            + " | ".join(
-                f"{v['wall_s'] * 1e3:.0f} ms ({v['iterations']}"
-                f"{'' if v['reached'] else ', not reached'})"
-                for v in row.values()
-            )
-            + " |"
-        )
-    earlier = path.with_name("optex-gpu-run1.json")
-    if earlier.exists():
-        r1 = json.loads(earlier.read_text())
-        it = r1["iteration_ms"]
+    before = path.with_name("optex-gpu-before.json")
+    if before.exists():
+        b = json.loads(before.read_text())
         lines += [
             "",
-            f"Run-to-run spread: an earlier run ({r1['started']}, a different machine of the same"
-            " kind, the estimator before the distance reuse in `append`) measured ms/iteration"
-            " "
+            f"Before this speed work (`optex-gpu-before.json`, {b['started']}, another machine of"
+            " the same kind), ms per iteration: "
             + "; ".join(
-                f"{obj}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
-                for obj, row in it.items()
+                f"{obj}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items())
+                for obj, row in b["iteration_ms"].items()
             )
-            + f"; estimator query {r1['estimator']['query_ms']:.3f} ms eager,"
-            f" {r1['estimator']['query_graph_ms']:.3f} ms as a graph.",
+            + ".",
         ]
+    lines += [
+        "",
+        "### Wall-clock to vanilla's 40-iteration loss",
+        "",
+        "Optimizer steps only; iterations in brackets.",
+        "",
+    ]
+    first_t = next(iter(r["to_target"].values()))
+    cols_t = [k for k in ITERATION_COLUMNS if k in first_t]
+    lines += [
+        "| objective | " + " | ".join(ITERATION_COLUMNS[c] for c in cols_t) + " |",
+        "|---|" + "---|" * len(cols_t),
+    ]
+    for obj, row in r["to_target"].items():
+        cells = [
+            f"{row[c]['wall_ms']:.0f} ms ({row[c]['iterations']}"
+            f"{'' if row[c]['reached'] else ', not reached'})"
+            for c in cols_t
+        ]
+        lines.append(f"| {obj} | " + " | ".join(cells) + " |")
     return lines
+
+
+def replace_gpu_section(md: Path) -> None:
+    """Rewrite only the ``## GPU`` section of an existing report (after a new GPU run)."""
+    text = md.read_text()
+    head = text[: text.index("## GPU (NVIDIA H200)")]
+    md.write_text(head + "\n".join(gpu_header() + gpu_section()) + "\n")
+
+
+def gpu_header() -> list[str]:
+    return [
+        "## GPU (NVIDIA H200)",
+        "",
+        "Command (on the device machine, from the checkout):",
+        "",
+        "    python3 -m pip install --no-deps --no-build-isolation -e . -q",
+        "    PYTHONPATH=$PWD:$PWD/plugins python3 benchmarks/optex_gpu.py"
+        " --out $OUT/optex-gpu.json",
+        "",
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "optex-synthetic.md"))
+    ap.add_argument(
+        "--counts",
+        action="store_true",
+        help="only the exact-gradient iteration counts (OptEx heuristic fit), printed, no file",
+    )
+    ap.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="rewrite only the GPU section of --out from docs/benchmarks/optex-gpu.json",
+    )
     args = ap.parse_args()
+    if args.gpu_only:
+        replace_gpu_section(Path(args.out))
+        return
     torch.set_num_threads(1)
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    if args.counts:
+        print("\n".join(study_exact(seeds, 1000, variants=("optex",))[0]))
+        return
     start = time.time()
     exact_rows, exact_raw = study_exact(seeds, 1000)
     noisy_rows, noisy_raw = study_noisy(seeds, 1000)
@@ -341,13 +407,7 @@ def main() -> None:
         "",
         *time_rows,
         "",
-        "## GPU (NVIDIA H200)",
-        "",
-        "Command (on the device machine, from the checkout):",
-        "",
-        "    PYTHONPATH=$PWD:$PWD/plugins python3 benchmarks/optex_gpu.py"
-        " --out $OUT/optex-gpu.json",
-        "",
+        *gpu_header(),
         *gpu_section(),
     ]
     Path(args.out).write_text("\n".join(lines) + "\n")
