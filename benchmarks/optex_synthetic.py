@@ -211,6 +211,7 @@ ITERATION_COLUMNS: dict[str, str] = {
     "optex_eager": "optex, `cuda_graph = false`",
     "optex_generic": "optex, `fused = false`",
     "optex_lag0": "optex, `fit_lag = 0`",
+    "optex_device_solve": "optex, `device_solve = true`",
     "optex_refit10": "optex, `refit_every = 10`",
     "data_parallel": "data_parallel",
     "target": "target",

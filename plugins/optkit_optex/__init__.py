@@ -1,7 +1,12 @@
 """Built-in plugin optkit_optex: OptEx (Shu et al., NeurIPS 2024) on GPyTorch kernels.
 
 Modules: :mod:`~optkit_optex.kernels` (kernels by name), :mod:`~optkit_optex.hyper`
-(hyperparameter fitting), :mod:`~optkit_optex.estimator` (the kernel gradient estimator),
-:mod:`~optkit_optex.optimizer` (the registered ``optex`` optimizer),
-:mod:`~optkit_optex.torch_api` (``optkit.OptEx``, a ``torch.optim.Optimizer``).
+(hyperparameter fitting rules), :mod:`~optkit_optex.fit_schedule` (when and where they run:
+refit interval, lagged fits in a worker thread), :mod:`~optkit_optex.solve` (the solve
+``(K + noise I)^-1`` with a jitter ladder, on the host or on the device),
+:mod:`~optkit_optex.estimator` (the kernel gradient estimator and its history),
+:mod:`~optkit_optex.fused` (the flat proxy loop and its CUDA graph),
+:mod:`~optkit_optex.flat` (params <-> flat vectors), :mod:`~optkit_optex.optimizer` (the
+registered ``optex`` optimizer), :mod:`~optkit_optex.torch_api` (``optkit.OptEx``, a
+``torch.optim.Optimizer``).
 """

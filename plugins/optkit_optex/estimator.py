@@ -43,32 +43,21 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import torch
 
 from optkit.errors import ConfigError, DivergenceError
-from optkit_optex.hyper import Hyper, fit_heuristic_solve, fit_mll
+from optkit_optex.fit_schedule import HyperFitter
+from optkit_optex.hyper import Hyper
 from optkit_optex.kernels import evaluate_sq, kernel_spec
+from optkit_optex.solve import JITTERS, device_inverse, host_inverse
+
+__all__ = ["JITTERS", "FitMode", "KernelGradientEstimator", "validate_estimator_config"]
 
 log = logging.getLogger(__name__)
 
 FitMode = Literal["heuristic", "mll", "fixed"]
-
-JITTERS: tuple[float, ...] = (0.0, 1e-8, 1e-6, 1e-4, 1e-2)
-"""Relative jitter ladder (times the mean diagonal of ``K + s^2 I``) tried for Cholesky."""
-
-_FIT_POOL: ThreadPoolExecutor | None = None
-
-
-def _fit_pool() -> ThreadPoolExecutor:
-    """The single background worker thread that runs lagged fits (created on first use)."""
-    global _FIT_POOL
-    if _FIT_POOL is None:
-        _FIT_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optex-fit")
-    return _FIT_POOL
 
 
 class KernelGradientEstimator:
@@ -142,14 +131,17 @@ class KernelGradientEstimator:
             mll_steps=mll_steps,
         )
         self.dim, self.history, self.kernel, self.fit = dim, history, kernel, fit
-        self.fixed_lengthscale = lengthscale
-        self.fixed_noise = 1e-3 if (fit == "fixed" and noise is None) else noise
-        self.refit_every, self.mll_steps, self.fit_lag = refit_every, mll_steps, fit_lag
-        # Lagged fits in flight: (iteration whose history they fit, future).
-        self._pending: deque[tuple[int, Future[tuple[Hyper | None, torch.Tensor | None]]]] = deque()
-        self._fitted = False  # a fit result has been taken
         self.device, self.dtype = torch.device(device), dtype
-        self._background = self.device.type == "cuda"  # lagged fits in the worker thread
+        self.fitter = HyperFitter(
+            kernel=kernel,
+            fit=fit,
+            lengthscale=lengthscale,
+            noise=noise,
+            mll_steps=mll_steps,
+            refit_every=refit_every,
+            fit_lag=fit_lag,
+            background=self.device.type == "cuda",  # lagged fits in the worker thread
+        )
         t0 = history
 
         def buf(*shape: int) -> torch.Tensor:
@@ -210,7 +202,6 @@ class KernelGradientEstimator:
         self._drift = self._spread = 0.0
         self._has_origin = False
         self.count = 0  # pairs ever appended
-        self.hyper: Hyper | None = None
         self.mode: Literal["empty", "mean", "gp"] = "empty"
         self._queried: list[torch.Tensor] = []  # distances of this iteration's queries
         self.iteration = 0
@@ -227,6 +218,12 @@ class KernelGradientEstimator:
     def memory_bytes(self) -> int:
         """Bytes of the two ring buffers: exactly ``2 * T0 * d * itemsize``."""
         return self.X.numel() * self.X.element_size() + self.G.numel() * self.G.element_size()
+
+    @property
+    def hyper(self) -> Hyper | None:
+        """The kernel hyperparameters in use (``None`` before the first fit, or when all
+        stored points coincide)."""
+        return self.fitter.hyper
 
     @property
     def sqdist(self) -> torch.Tensor:
@@ -267,26 +264,7 @@ class KernelGradientEstimator:
         self._solved = False
         size = self.size
         sq = self._sqdist_host[:size, :size]
-        ys = self._ys_host[:size]
-        refit = not self._fitted or (self.iteration - 1) % self.refit_every == 0
-        solve: torch.Tensor | None = None
-        if self.fit_lag == 0 or self.fit == "fixed":
-            if refit:
-                self.hyper, solve = self._fit(sq, ys)
-                self._fitted = True
-        else:
-            if refit:  # _pull made fresh tables: the worker owns these copies
-                future = self._submit_fit(sq.clone(), ys.clone())
-                self._pending.append((self.iteration, future))
-            # Take the newest fit made at least fit_lag iterations ago (the first one always).
-            while self._pending and (
-                not self._fitted or self._pending[0][0] <= self.iteration - self.fit_lag
-            ):
-                fitted_at, future = self._pending.popleft()
-                self.hyper, solve = future.result()
-                self._fitted = True
-                if fitted_at != self.iteration:  # W of an older history: recomputed below
-                    solve = None
+        solve = self.fitter.update(self.iteration, sq, self._ys_host[:size])
         if self.hyper is None:
             self._use_mean(size)
             return
@@ -512,22 +490,12 @@ class KernelGradientEstimator:
         inverse (zero if none) and ``_ok`` says whether one was; the queries then use the
         newest gradient instead (``_wfb``). ``_info`` = (rung index, ok) for the host."""
         f64 = torch.float64
-        v = self.valid_dev.to(f64)
-        vv = v[:, None] * v[None, :]
         ls_sq, noise = self._hyp[0], self._hyp[1]
-        kmat = kernel_spec(self.kernel).closed_form(self.sqd.to(f64).clamp_min(0.0) / ls_sq) * vv
-        amat = kmat + torch.diag(noise * v + (1.0 - v))
-        scale = (amat.diagonal() * v).sum() / v.sum()
-        eye = self._eye64
-        ladder = amat + (self._jitters * scale)[:, None, None] * eye  # (R, T0, T0)
-        chol, info = torch.linalg.cholesky_ex(ladder)
-        linv = torch.linalg.solve_triangular(chol, eye.expand_as(ladder), upper=False)
-        inv = linv.mT @ linv
-        ok = (info == 0) & torch.isfinite(inv).flatten(1).all(1)  # (R,)
-        rung = torch.argmax(ok.to(torch.int32)).view(1)  # the first ok rung (0 if none)
-        any_ok = ok.any()
-        w = inv.index_select(0, rung)[0] * vv
-        self.W.copy_(torch.where(any_ok, w, torch.zeros_like(w)))
+        kmat = kernel_spec(self.kernel).closed_form(self.sqd.to(f64).clamp_min(0.0) / ls_sq)
+        w, any_ok, rung = device_inverse(
+            kmat, self.valid_dev.to(f64), noise, self._jitters, self._eye64
+        )
+        self.W.copy_(w)
         self._ok.copy_(any_ok.view(1))
         self.ls_sq.copy_(ls_sq)
         self._info.copy_(torch.cat([rung.to(f64), any_ok.to(f64).view(1)]))
@@ -580,44 +548,6 @@ class KernelGradientEstimator:
             self._snap_solved = False
         self._snap_new = False
 
-    def _fit(self, sq: torch.Tensor, ys: torch.Tensor) -> tuple[Hyper | None, torch.Tensor | None]:
-        """Hyperparameters for the history ``(sq, ys)`` and, when the heuristic's
-        eigendecomposition gives it safely, ``W`` on that history (else ``None``). A pure
-        function of its arguments (it runs in the worker thread when ``fit_lag > 0``)."""
-        if self.fit == "fixed":
-            assert self.fixed_lengthscale is not None and self.fixed_noise is not None
-            return Hyper(self.fixed_lengthscale, 1.0, self.fixed_noise), None
-        hyper, solve = fit_heuristic_solve(
-            sq, ys, self.kernel, lengthscale=self.fixed_lengthscale, noise=self.fixed_noise
-        )
-        if hyper is None or self.fit == "heuristic" or sq.shape[0] < 3:
-            return hyper, solve
-        return fit_mll(
-            sq,
-            ys,
-            self.kernel,
-            hyper,
-            steps=self.mll_steps,
-            fix_lengthscale=self.fixed_lengthscale is not None,
-            fix_noise=self.fixed_noise is not None,
-        ), None
-
-    def _submit_fit(
-        self, sq: torch.Tensor, ys: torch.Tensor
-    ) -> Future[tuple[Hyper | None, torch.Tensor | None]]:
-        """The fit of ``(sq, ys)`` as a future: in the worker thread on CUDA (the host is
-        otherwise idle while the device works), computed right here on the CPU (where a second
-        thread would compete with the main one for the interpreter and the cores). Same
-        result either way: lag semantics do not depend on the device."""
-        if self._background:
-            return _fit_pool().submit(self._fit, sq, ys)
-        future: Future[tuple[Hyper | None, torch.Tensor | None]] = Future()
-        try:
-            future.set_result(self._fit(sq, ys))
-        except Exception as err:  # raised where the result is taken, as from the worker
-            future.set_exception(err)
-        return future
-
     def _use_mean(self, size: int) -> None:
         """Fallback: the average of the stored gradients (the GP mean as lengthscale -> inf)."""
         self.mode = "mean"
@@ -627,21 +557,12 @@ class KernelGradientEstimator:
         """W = (K + noise I)^-1 over the stored slots (host, float64), with the jitter ladder,
         sent to the device without blocking; falls back to the newest gradient if every
         rung fails."""
-        kmat = evaluate_sq(self.kernel, sq, hyper.lengthscale)
-        n = kmat.shape[0]
-        amat = kmat + hyper.noise * torch.eye(n, dtype=kmat.dtype)
-        scale = float(amat.diagonal().mean())
-        for jitter in JITTERS:
-            chol, info = torch.linalg.cholesky_ex(
-                amat + jitter * scale * torch.eye(n, dtype=kmat.dtype)
-            )
-            if int(info) == 0:
-                inv = torch.cholesky_inverse(chol)
-                if bool(torch.isfinite(inv).all()):  # also catches a non-finite factor
-                    self._upload(inv, hyper.lengthscale)
-                    self.jitter = jitter
-                    self.mode = "gp"
-                    return
+        solved = host_inverse(evaluate_sq(self.kernel, sq, hyper.lengthscale), hyper.noise)
+        if solved is not None:
+            self._upload(solved[0], hyper.lengthscale)
+            self.jitter = solved[1]
+            self.mode = "gp"
+            return
         self.fallbacks += 1
         self.mode = "mean"
         self.mean_grad.copy_(self.G[(self.count - 1) % self.history])

@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 from optkit_optex.estimator import KernelGradientEstimator
+from optkit_optex.fit_schedule import HyperFitter
 from optkit_optex.hyper import (
     NOISE_GRID,
     SCALE_GRID,
@@ -68,7 +69,7 @@ def test_reused_solve_is_the_inverse_and_degenerate_inputs_are_handled() -> None
 def _run(lag: int, background: bool, steps: int = 8) -> list[tuple[Hyper | None, torch.Tensor]]:
     d, n = 40, 4
     est = KernelGradientEstimator(d, 20, dtype=torch.float64, fit_lag=lag)
-    est._background = background
+    est.fitter.background = background
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(d, generator=gen, dtype=torch.float64)
     out = []
@@ -92,15 +93,24 @@ def test_lagged_fit_uses_the_previous_iterations_hyperparameters_deterministical
     assert any(sync[t][0] != sync[t - 1][0] for t in range(2, 8))
 
 
-class _FailingFit(KernelGradientEstimator):
-    def _fit(self, sq: torch.Tensor, ys: torch.Tensor) -> tuple[Hyper | None, None]:
+class _FailingFitter(HyperFitter):
+    def fit(self, sq: torch.Tensor, ys: torch.Tensor) -> tuple[Hyper | None, None]:
         raise RuntimeError("fit exploded")
 
 
 @pytest.mark.parametrize("background", [False, True])
 def test_an_exception_in_the_lagged_fit_surfaces_in_begin(background: bool) -> None:
-    est = _FailingFit(6, 5, fit_lag=1)
-    est._background = background
+    est = KernelGradientEstimator(6, 5, fit_lag=1)
+    est.fitter = _FailingFitter(
+        kernel="matern52",
+        fit="heuristic",
+        lengthscale=None,
+        noise=None,
+        mll_steps=30,
+        refit_every=1,
+        fit_lag=1,
+        background=background,
+    )
     est.begin(torch.zeros(6))
     pts = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
     est.append(pts, pts, iteration=1)

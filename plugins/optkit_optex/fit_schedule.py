@@ -1,0 +1,133 @@
+"""When and where the estimator's kernel hyperparameters are fitted.
+
+:class:`HyperFitter` applies the fitting rule (:mod:`optkit_optex.hyper`: heuristic,
+GPyTorch marginal likelihood or fixed) every ``refit_every`` iterations, either synchronously
+(``fit_lag = 0``: the fit is on the iteration's critical path) or lagged: the fit on the history
+of iteration t runs in one background worker thread while iteration t goes on, and iteration
+t + L uses its result. Deterministic either way: the worker computes a pure function of a copy
+of the history, and :meth:`HyperFitter.update` waits for exactly the fit it needs; an exception
+in the worker is raised there.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from optkit_optex.hyper import Hyper, fit_heuristic_solve, fit_mll
+
+FitResult = tuple[Hyper | None, torch.Tensor | None]
+"""Hyperparameters (``None``: all points coincide) and, when the heuristic's
+eigendecomposition gives it safely, ``W`` ``(n, n)`` on the fitted history."""
+
+_FIT_POOL: ThreadPoolExecutor | None = None
+
+
+def _fit_pool() -> ThreadPoolExecutor:
+    """The single background worker thread that runs lagged fits (created on first use)."""
+    global _FIT_POOL
+    if _FIT_POOL is None:
+        _FIT_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optex-fit")
+    return _FIT_POOL
+
+
+class HyperFitter:
+    """The fit schedule of one estimator.
+
+    Args:
+        kernel, fit, lengthscale, noise, mll_steps: the fitting rule and its fixed values
+            (see :class:`~optkit_optex.estimator.KernelGradientEstimator`).
+        refit_every: refit every this many iterations.
+        fit_lag: iterations between a fit's data and its use (0: synchronous).
+        background: run lagged fits in the worker thread (on CUDA, where the host is
+            otherwise idle while the device works); otherwise they are computed in place,
+            with the same results (on a CPU a second thread would compete with the main one).
+    """
+
+    def __init__(
+        self,
+        *,
+        kernel: str,
+        fit: str,
+        lengthscale: float | None,
+        noise: float | None,
+        mll_steps: int,
+        refit_every: int,
+        fit_lag: int,
+        background: bool,
+    ) -> None:
+        self.kernel, self.fit_mode = kernel, fit
+        self.fixed_lengthscale = lengthscale
+        self.fixed_noise = 1e-3 if (fit == "fixed" and noise is None) else noise
+        self.mll_steps, self.refit_every, self.fit_lag = mll_steps, refit_every, fit_lag
+        self.background = background
+        self.hyper: Hyper | None = None
+        self._pending: deque[tuple[int, Future[FitResult]]] = deque()
+        self._fitted = False  # a fit result has been taken
+
+    def update(self, iteration: int, sq: torch.Tensor, ys: torch.Tensor) -> torch.Tensor | None:
+        """Bring :attr:`hyper` up to date for ``iteration`` on the current history.
+
+        Args:
+            iteration: the estimator's iteration counter (1-based).
+            sq: ``(n, n)`` float64 squared distances between the stored points.
+            ys: ``(n, m)`` float64 stored gradients at the fit's coordinates.
+
+        Returns:
+            ``W`` ``(n, n)`` for *this* history when the fit that produced :attr:`hyper`
+            computed it on this very history (else ``None``: the caller solves).
+        """
+        refit = not self._fitted or (iteration - 1) % self.refit_every == 0
+        solve: torch.Tensor | None = None
+        if self.fit_lag == 0 or self.fit_mode == "fixed":
+            if refit:
+                self.hyper, solve = self.fit(sq, ys)
+                self._fitted = True
+            return solve
+        if refit:  # the worker owns these copies
+            self._pending.append((iteration, self._submit(sq.clone(), ys.clone())))
+        # Take the newest fit made at least fit_lag iterations ago (the first one always).
+        while self._pending and (
+            not self._fitted or self._pending[0][0] <= iteration - self.fit_lag
+        ):
+            fitted_at, future = self._pending.popleft()
+            self.hyper, solve = future.result()
+            self._fitted = True
+            if fitted_at != iteration:  # W of an older history: the caller solves
+                solve = None
+        return solve
+
+    def fit(self, sq: torch.Tensor, ys: torch.Tensor) -> FitResult:
+        """The fitting rule on the history ``(sq, ys)``; a pure function of its arguments (it
+        runs in the worker thread when lagged)."""
+        if self.fit_mode == "fixed":
+            assert self.fixed_lengthscale is not None and self.fixed_noise is not None
+            return Hyper(self.fixed_lengthscale, 1.0, self.fixed_noise), None
+        hyper, solve = fit_heuristic_solve(
+            sq, ys, self.kernel, lengthscale=self.fixed_lengthscale, noise=self.fixed_noise
+        )
+        if hyper is None or self.fit_mode == "heuristic" or sq.shape[0] < 3:
+            return hyper, solve
+        return fit_mll(
+            sq,
+            ys,
+            self.kernel,
+            hyper,
+            steps=self.mll_steps,
+            fix_lengthscale=self.fixed_lengthscale is not None,
+            fix_noise=self.fixed_noise is not None,
+        ), None
+
+    def _submit(self, sq: torch.Tensor, ys: torch.Tensor) -> Future[FitResult]:
+        """The fit as a future: in the worker thread with :attr:`background`, else computed
+        right here (exceptions are raised where the result is taken, as from the worker)."""
+        if self.background:
+            return _fit_pool().submit(self.fit, sq, ys)
+        future: Future[FitResult] = Future()
+        try:
+            future.set_result(self.fit(sq, ys))
+        except Exception as err:
+            future.set_exception(err)
+        return future
