@@ -53,7 +53,13 @@ from optkit_optex.hyper import Hyper
 from optkit_optex.kernels import evaluate_sq, kernel_spec
 from optkit_optex.solve import JITTERS, device_inverse, host_inverse
 
-__all__ = ["JITTERS", "FitMode", "KernelGradientEstimator", "validate_estimator_config"]
+__all__ = [
+    "JITTERS",
+    "FitMode",
+    "KernelGradientEstimator",
+    "estimator_options",
+    "validate_estimator_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -617,3 +623,33 @@ def validate_estimator_config(
         raise ConfigError(f"{where}: fit_lag must be an integer >= 0, got {fit_lag!r}")
     if mll_steps < 1:
         raise ConfigError(f"{where}: mll_steps must be >= 1, got {mll_steps}")
+
+
+def estimator_options(
+    *,
+    history: int,
+    kernel: str,
+    fit: str,
+    lengthscale: float | None,
+    noise: float | None,
+    fit_coords: int,
+    refit_every: int,
+    fit_lag: int,
+    mll_steps: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The estimator's keyword options (all but ``history``), validated
+    (:func:`validate_estimator_config`) before anything runs; what the ``optex`` optimizer and
+    ``optkit.OptEx`` keep and pass to :class:`KernelGradientEstimator` later."""
+    options: dict[str, Any] = dict(
+        kernel=kernel,
+        fit=fit,
+        lengthscale=lengthscale,
+        noise=noise,
+        fit_coords=fit_coords,
+        refit_every=refit_every,
+        fit_lag=fit_lag,
+        mll_steps=mll_steps,
+    )
+    validate_estimator_config(history=history, **options)
+    return {**options, "seed": seed}

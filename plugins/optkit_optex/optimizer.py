@@ -30,7 +30,7 @@ from optkit_baselines.torch_optim import TorchOptimizer
 from optkit.errors import ConfigError
 from optkit.interfaces import FirstOrderOptimizer, Objective, Optimizer, Params, StepInfo, Support
 from optkit.oracle import Oracle
-from optkit_optex.estimator import FitMode, KernelGradientEstimator, validate_estimator_config
+from optkit_optex.estimator import FitMode, KernelGradientEstimator, estimator_options
 from optkit_optex.flat import Flattener
 from optkit_optex.fused import FlatProxy, flat_rule_supported
 
@@ -112,7 +112,8 @@ class OptEx(Optimizer):
             raise ConfigError(
                 f"optimizer 'optex': device_solve must be true, false or null, got {device_solve!r}"
             )
-        self.estimator_options: dict[str, Any] = dict(
+        self.estimator_options = estimator_options(
+            history=history,
             kernel=kernel,
             fit=fit,
             lengthscale=lengthscale,
@@ -122,9 +123,6 @@ class OptEx(Optimizer):
             fit_lag=fit_lag,
             mll_steps=mll_steps,
             seed=seed,
-        )
-        validate_estimator_config(
-            history=history, **{k: v for k, v in self.estimator_options.items() if k != "seed"}
         )
         self.base: FirstOrderOptimizer = build_base(base, base_config, self.name)
         self.parallelism, self.history = parallelism, history

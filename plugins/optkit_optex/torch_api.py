@@ -33,7 +33,7 @@ from optkit_baselines.parallel import check_parallelism
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from optkit.errors import ConfigError
-from optkit_optex.estimator import FitMode, KernelGradientEstimator, validate_estimator_config
+from optkit_optex.estimator import FitMode, KernelGradientEstimator, estimator_options
 
 
 class OptEx(torch.optim.Optimizer):
@@ -82,25 +82,8 @@ class OptEx(torch.optim.Optimizer):
             raise ConfigError(
                 f"optkit.OptEx: next_iterate must be 'last' or 'best', got {next_iterate!r}"
             )
-        validate_estimator_config(
+        options = estimator_options(
             history=history,
-            kernel=kernel,
-            fit=fit,
-            lengthscale=lengthscale,
-            noise=noise,
-            fit_coords=fit_coords,
-            refit_every=refit_every,
-            fit_lag=fit_lag,
-            mll_steps=mll_steps,
-        )
-        super().__init__(params, defaults={})
-        try:
-            self.base = base(self.param_groups, **base_kwargs)
-        except TypeError as err:
-            raise ConfigError(f"optkit.OptEx: bad keyword for {base.__name__}: {err}") from err
-        self.parallelism, self.history = parallelism, history
-        self.next_iterate, self.proxy_updates_state = next_iterate, proxy_updates_state
-        self.estimator_options: dict[str, Any] = dict(
             kernel=kernel,
             fit=fit,
             lengthscale=lengthscale,
@@ -111,6 +94,14 @@ class OptEx(torch.optim.Optimizer):
             mll_steps=mll_steps,
             seed=seed,
         )
+        super().__init__(params, defaults={})
+        try:
+            self.base = base(self.param_groups, **base_kwargs)
+        except TypeError as err:
+            raise ConfigError(f"optkit.OptEx: bad keyword for {base.__name__}: {err}") from err
+        self.parallelism, self.history = parallelism, history
+        self.next_iterate, self.proxy_updates_state = next_iterate, proxy_updates_state
+        self.estimator_options = options
         self.estimator: KernelGradientEstimator | None = None
         self.iteration = 0
         self.last_losses: list[float] = []
