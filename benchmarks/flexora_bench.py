@@ -45,6 +45,7 @@ from flexora_jobs import (
     Job,
     Scale,
     build_jobs,
+    rows_of,
     simulate,
 )
 
@@ -121,6 +122,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plan", action="store_true", help="print the jobs and the estimate, exit")
     p.add_argument("--table", type=Path, nargs="*", default=None, help="report of JSONL files")
     p.add_argument("--report-dir", type=Path, default=None, help="where --table writes files")
+    p.add_argument(
+        "--rows-from-jobs",
+        type=Path,
+        default=None,
+        help="rebuild --out/flexora_results.jsonl from a jobs folder (per-job results.jsonl)"
+        " for the jobs the other options select, when the merged rows were lost",
+    )
     args = p.parse_args(argv)
     if args.workers is None:
         args.workers = 2 if args.device == "cpu" else 12
@@ -341,6 +349,40 @@ def run(args: argparse.Namespace, scale: Scale, jobs: list[Job]) -> bool:
     return True
 
 
+def rows_from_jobs(jobs: list[Job], scale: Scale, jobs_dir: Path, out: Path) -> Path:
+    """``out/flexora_results.jsonl`` rebuilt from the jobs' own ``results.jsonl`` (their
+    ``end`` rows, through :func:`rows_of`); unfinished or failed jobs are left out. The
+    worker-side fields are unknown then: ``job_wall_s`` is ``None`` and ``job_peak_memory_mb``
+    is the largest stage peak."""
+    rows = []
+    for job in jobs:
+        path = jobs_dir / job.id / "results.jsonl"
+        if not path.exists():
+            continue
+        results = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        end = next((r for r in results if r.get("event") == "end"), None)
+        if end is None or any(r.get("event") == "error" for r in results):
+            continue
+        for row in rows_of(job, scale, end):
+            row.update(
+                status="ok",
+                job_wall_s=None,
+                job_peak_memory_mb=row.get("peak_memory_mb"),
+                job_cost_units=job.cost,
+            )
+            rows.append(row)
+    return write_rows(rows, out)
+
+
+def write_rows(rows: list[dict[str, Any]], out: Path) -> Path:
+    """Rows sorted by (suite, task, seed, method, job) into ``out/flexora_results.jsonl``."""
+    rows.sort(key=lambda r: (r.get("suite", ""), r["task"], r["seed"], r["method"], r["job"]))
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "flexora_results.jsonl"
+    target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return target
+
+
 def merge(out: Path) -> Path:
     """Concatenate the workers' rows (whole lines only) into ``out/flexora_results.jsonl``."""
     rows = []
@@ -350,10 +392,7 @@ def merge(out: Path) -> Path:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # a line cut by a kill (cannot happen with one write per job)
-    rows.sort(key=lambda r: (r.get("suite", ""), r["task"], r["seed"], r["method"], r["job"]))
-    target = out / "flexora_results.jsonl"
-    target.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return target
+    return write_rows(rows, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs = build_jobs(args, scale)
     if args.plan:
         print(plan_text(jobs, scale, args))
+        return 0
+    if args.rows_from_jobs is not None:
+        print(rows_from_jobs(jobs, scale, args.rows_from_jobs, args.out))
         return 0
     ok = run(args, scale, jobs)
     results = merge(args.out)

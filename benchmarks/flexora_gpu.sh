@@ -91,5 +91,9 @@ kill $SMI 2>/dev/null || true
 python3 benchmarks/flexora_bench.py --table "$OUT/bench/flexora_results.jsonl" --report-dir "$OUT" \
   > /dev/null
 (cd /tmp/flexora-jobs && find . -name results.jsonl -print0 | tar czf "$OUT/flexora_jobs.tar.gz" --null -T -) || true
-ls -la "$OUT" "$OUT/bench"
+# The device returns a limited number of files: the merged rows at the top level, the rest of
+# bench/ (per-worker rows and logs, plan, skipped jobs) as one archive.
+cp "$OUT/bench/flexora_results.jsonl" "$OUT/bench/skipped.txt" "$OUT/" 2>/dev/null || true
+tar czf "$OUT/bench.tar.gz" -C "$OUT" bench && rm -rf "$OUT/bench"
+ls -la "$OUT"
 echo "== $(date -u +%FT%TZ) done"

@@ -21,6 +21,7 @@ size in seconds (a smoke test; no graphs on a CPU).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -46,17 +47,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device, reps: int, warm: int = 3) -> float:
-    """Median seconds of ``fn`` over ``reps`` synchronized calls after ``warm`` calls."""
-    for _ in range(warm):
-        fn()
+def timed(
+    fn: Callable[[], Any], device: torch.device, reps: int, warm: int = 3, pause: float = 0.0
+) -> float:
+    """Median seconds of ``fn`` over ``reps`` synchronized calls after ``warm`` calls; each
+    call after ``pause`` idle seconds (time for background work, e.g. a lagged fit)."""
     out = []
-    for _ in range(reps):
+    for i in range(warm + reps):
+        time.sleep(pause)
         sync(device)
         t = time.perf_counter()
         fn()
         sync(device)
-        out.append(time.perf_counter() - t)
+        if i >= warm:
+            out.append(time.perf_counter() - t)
     return statistics.median(out)
 
 
@@ -270,15 +274,7 @@ def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[
             graph_error = repr(err)
     # Default fit_lag = 1: begin's own cost, the lagged fit having had 5 ms (an iteration's
     # proxy loop, oracle round and append) to finish in the worker thread.
-    lagged = []
-    for _ in range(max(reps // 5, 3) + 3):
-        time.sleep(0.005)
-        sync(device)
-        t = time.perf_counter()
-        est.begin(x)
-        sync(device)
-        lagged.append(time.perf_counter() - t)
-    t_begin = statistics.median(lagged[3:])
+    t_begin = timed(lambda: est.begin(x), device, max(reps // 5, 3), pause=0.005)
     est.fitter.fit_lag = 0  # the synchronous fit, on the critical path
     t_begin_sync = timed(lambda: est.begin(x), device, max(reps // 5, 3))
     pts8 = x + 0.01 * torch.randn(N, d, device=device, generator=g).cumsum(0)
@@ -291,16 +287,13 @@ def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[
     # the fused step issues them: the device solve (eager here) and the append graph.
     est.fitter.fit_lag = 1
     sq7 = torch.zeros(N - 1, T0, device=device)
-    both = []
-    for it in range(max(reps // 5, 3) + 3):
-        time.sleep(0.005)
-        sync(device)
-        t = time.perf_counter()
+    numbers = itertools.count(100)
+
+    def begin_append() -> None:
         est.begin(x)
-        est.append(pts8, 2 * pts8, iteration=100 + it, queried=sq7, check_finite=False)
-        sync(device)
-        both.append(time.perf_counter() - t)
-    t_both = statistics.median(both[3:])
+        est.append(pts8, 2 * pts8, iteration=next(numbers), queried=sq7, check_finite=False)
+
+    t_both = timed(begin_append, device, max(reps // 5, 3), pause=0.005)
     syncs: dict[str, int | None] = {"solve": None, "append": None}
     if device.type == "cuda":  # the device solve and a (graphed) append: no synchronisation
         syncs["solve"] = count_syncs(est.solve_device)
