@@ -96,7 +96,7 @@ class KernelGradientEstimator:
         mll_steps: Adam steps of the marginal-likelihood fit.
         device_solve: compute ``W`` on the device (:meth:`solve_device`, no host
             synchronisation) instead of on the host (default off: this path passes the CPU
-            tests but has not been measured on a GPU yet; ``None`` means off). With it
+            tests but has not been measured on a GPU yet). With it
             :attr:`jitter` and :attr:`fallbacks` describe the solve of the previous iteration
             (read back with the next :meth:`begin`'s snapshot, no extra synchronisation).
         cuda_graph: with ``device_solve`` on CUDA, replay :meth:`append`'s device work from a
@@ -119,7 +119,7 @@ class KernelGradientEstimator:
         refit_every: int = 1,
         fit_lag: int = 1,
         mll_steps: int = 30,
-        device_solve: bool | None = None,
+        device_solve: bool = False,
         cuda_graph: bool = True,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -177,7 +177,7 @@ class KernelGradientEstimator:
         # Device solve: hyperparameters (squared lengthscale, relative noise) in float64 on the
         # device, uploaded without blocking; the ok flag, the solve's (rung, ok) for the
         # host, and the one-hot of the newest slot (the fallback weights).
-        self.device_solve = bool(device_solve)
+        self.device_solve = device_solve
         self._hyp = torch.zeros(2, device=self.device, dtype=torch.float64)
         self._hyp_host = torch.zeros(2, dtype=torch.float64, pin_memory=cuda)
         self._hyp_event = torch.cuda.Event() if cuda else None

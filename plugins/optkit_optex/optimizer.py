@@ -78,7 +78,7 @@ class OptEx(Optimizer):
         seed: int = 0,
         fused: bool = True,
         cuda_graph: bool = True,
-        device_solve: bool | None = None,
+        device_solve: bool = False,
     ) -> None:
         """Args:
         base / base_config: a registered first-order optimizer and its keyword config.
@@ -96,8 +96,8 @@ class OptEx(Optimizer):
         cuda_graph: on CUDA, capture the fused proxy loop (with the estimator's device
             solve) and the estimator's append in CUDA graphs and replay them.
         device_solve: compute the estimator's solve on the device (no host
-            synchronisation) and graph its append; off by default (``None`` = off) until it
-            is measured on a GPU (see
+            synchronisation) and graph its append; off by default until it is measured on a
+            GPU (see
             :class:`~optkit_optex.estimator.KernelGradientEstimator`).
         """
         check_parallelism(parallelism, self.name)
@@ -105,13 +105,13 @@ class OptEx(Optimizer):
             raise ConfigError(
                 f"optimizer 'optex': next_iterate must be 'last' or 'best', got {next_iterate!r}"
             )
-        for key, value in (("fused", fused), ("cuda_graph", cuda_graph)):
+        for key, value in (
+            ("fused", fused),
+            ("cuda_graph", cuda_graph),
+            ("device_solve", device_solve),
+        ):
             if not isinstance(value, bool):
                 raise ConfigError(f"optimizer 'optex': {key} must be true or false, got {value!r}")
-        if device_solve is not None and not isinstance(device_solve, bool):
-            raise ConfigError(
-                f"optimizer 'optex': device_solve must be true, false or null, got {device_solve!r}"
-            )
         self.estimator_options = estimator_options(
             history=history,
             kernel=kernel,
