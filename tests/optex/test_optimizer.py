@@ -128,6 +128,8 @@ def test_multi_tensor_params_round_trip() -> None:
         ({"base_config": {"lrr": 0.1}}, ConfigError, "unknown key 'lrr'"),
         ({"next_iterate": "first"}, ConfigError, "next_iterate"),
         ({"fit_lag": -1}, ConfigError, "fit_lag must be an integer >= 0"),
+        ({"device_solve": "yes"}, ConfigError, "device_solve"),
+        ({"cuda_graph": 1}, ConfigError, "cuda_graph"),
     ],
 )
 def test_bad_config_is_a_clear_error_before_running(
