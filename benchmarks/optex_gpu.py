@@ -8,11 +8,18 @@ Objectives: Rosenbrock at d = 1e5 and d = 1e6 (exact gradients, Adam lr 0.01) an
 benchmark-only MLP (1.3M parameters, minibatch 128, Adam lr 1e-3). Optimizers, N = 8, vmap
 executor: ``vanilla`` (the framework's ``adam``), ``raw_adam`` (a plain eager
 ``torch.optim.Adam`` loop outside the framework, for honesty about the framework's own
-overhead), ``optex`` (defaults: fused flat proxy loop replayed as a CUDA graph, W solved on
-the host), ``optex_eager`` (fused, ``cuda_graph = false``), ``optex_device_solve``
-(``device_solve = true``: W solved on the device inside the graph, append replayed from a
-second graph; opt-in until this benchmark has measured it), ``optex_generic``
-(``fused = false``: the per-step dict loop), ``data_parallel`` and ``target``.
+overhead), ``optex`` (defaults: fused flat proxy loop replayed as a CUDA graph with W solved
+on the device inside it, append and true step replayed from graphs), ``optex_host_solve``
+(``device_solve = false``: W solved on the host, the default before 2026-11-29's third
+session), ``optex_eager`` (fused, ``cuda_graph = false``), ``optex_generic`` (``fused =
+false``: the per-step dict loop), ``optex_refit10``, ``optex_lag0`` (the fit on the critical
+path), ``optex_submit_early`` (the lagged fit handed to the worker before ``begin``'s host
+work), ``data_parallel`` and ``target``. The variants' iterations are interleaved (see
+:func:`iteration_cost`); a second section times the host phases of ``optex`` and
+``optex_host_solve`` without a profiler.
+
+``--profile DIR`` also writes a ``torch.profiler`` table and Chrome trace of a few OptEx
+iterations per objective (``optex`` and ``optex_host_solve``).
 
 Writes one JSON file and prints a summary. ``--small`` runs the same code at a CPU-friendly
 size in seconds (a smoke test; no graphs on a CPU).
@@ -123,11 +130,12 @@ def specs(lr: float) -> dict[str, dict[str, Any]]:
         "vanilla": {"name": "adam", "lr": lr},
         "raw_adam": {"raw": True, "lr": lr},
         "optex": {"name": "optex", **base},
+        "optex_host_solve": {"name": "optex", "device_solve": False, **base},
         "optex_eager": {"name": "optex", "cuda_graph": False, **base},
-        "optex_device_solve": {"name": "optex", "device_solve": True, **base},
         "optex_generic": {"name": "optex", "fused": False, **base},
         "optex_refit10": {"name": "optex", "refit_every": 10, **base},
         "optex_lag0": {"name": "optex", "fit_lag": 0, **base},
+        "optex_submit_early": {"name": "optex", "submit_early": True, **base},
         "data_parallel": {"name": "data_parallel", **base},
         "target": {"name": "target", **base},
     }
@@ -146,8 +154,11 @@ class Runner:
             self.torch_opt = torch.optim.Adam(list(self.leaves.values()), lr=spec["lr"])
             return
         reg = get_registry()
-        self.opt = reg.create("optimizer", spec)
+        early = bool(spec.get("submit_early"))
+        self.opt = reg.create("optimizer", {k: v for k, v in spec.items() if k != "submit_early"})
         self.p, self.s = start, self.opt.init(start)
+        if early:  # the A/B of the fit schedule: hand the lagged fit over before the solve
+            self.s.estimator.fitter.defer_submit = False
         self.oracle = Oracle(obj, reg.create("executor", {"name": "vmap"}), self.gen)
 
     def step(self) -> None:
@@ -164,16 +175,44 @@ class Runner:
 
 
 def iteration_cost(
-    obj: Objective, lr: float, device: torch.device, warm: int, reps: int
+    obj: Objective, lr: float, device: torch.device, warm: int, rounds: int, block: int
 ) -> dict[str, Any]:
-    """Median ms per iteration (synchronized) after ``warm`` iterations, and for OptEx the
-    number of synchronizing CUDA calls in one iteration and the graph's status."""
-    out: dict[str, Any] = {}
-    for label, spec in specs(lr).items():
-        run = Runner(obj, spec)
+    """Milliseconds per iteration, two ways, the variants interleaved (after ``warm``
+    iterations of each, ``rounds`` rounds over the variants), so that slow drifts of the
+    machine (clocks, other load) hit every variant alike:
+
+    * ``label``: steady state, as a training loop runs: ``block`` iterations back to back
+      with one synchronisation at the end (after one untimed iteration, which may wait for
+      the previous variant's lagged fit); the median over rounds of the block mean.
+    * ``label_synced``: every iteration synchronized on its own (the device's tail of one
+      iteration cannot overlap the host work of the next); the median over all of them.
+
+    For OptEx also the number of synchronizing CUDA calls in one iteration and the graphs'
+    status."""
+    runs = {label: Runner(obj, spec) for label, spec in specs(lr).items()}
+    for run in runs.values():
         for _ in range(warm):
             run.step()
-        out[label] = 1e3 * timed(run.step, device, reps, warm=0)
+    steady: dict[str, list[float]] = {label: [] for label in runs}
+    samples: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, run in runs.items():
+            run.step()
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(block):
+                run.step()
+            sync(device)
+            steady[label].append((time.perf_counter() - t) / block)
+            for _ in range(block):
+                sync(device)
+                t = time.perf_counter()
+                run.step()
+                sync(device)
+                samples[label].append(time.perf_counter() - t)
+    out: dict[str, Any] = {label: 1e3 * statistics.median(v) for label, v in steady.items()}
+    out.update({f"{label}_synced": 1e3 * statistics.median(v) for label, v in samples.items()})
+    for label, run in runs.items():
         if label.startswith("optex") and device.type == "cuda":
             out[f"{label}_syncs_per_iteration"] = count_syncs(run.step)
             fused = getattr(run.s, "fused", None)
@@ -187,6 +226,7 @@ def iteration_cost(
                     "append_graph_failed": run.s.estimator.append_graph_failed,
                     "fallbacks": run.s.estimator.fallbacks,
                 }
+    del runs
     return out
 
 
@@ -227,6 +267,124 @@ def to_target(
         out[label] = {"iterations": iters, "wall_ms": 1e3 * wall, "loss": loss}
         out[label]["reached"] = bool(loss <= goal)
     return out
+
+
+PHASES = (
+    ("optkit_optex.estimator", "KernelGradientEstimator", "begin"),
+    ("optkit_optex.estimator", "KernelGradientEstimator", "append"),
+    ("optkit_optex.fused", "FlatProxy", "run"),
+    ("optkit_optex.fused", "FlatProxy", "true_step"),
+    ("optkit.oracle", "Oracle", "evaluate"),
+    ("optkit_optex.flat", "Flattener", "flatten_many"),
+)
+
+
+def phase_times(
+    obj: Objective, lr: float, device: torch.device, iters: int = 30
+) -> dict[str, dict[str, float]]:
+    """Host milliseconds per iteration spent in each phase of ``optex`` and
+    ``optex_host_solve`` (no profiler: ``perf_counter`` around the methods, no
+    synchronisation inside, so asynchronous work counts only its launch; the oracle's
+    phase includes its wait for the device), and the synchronized total per iteration."""
+    import importlib
+
+    originals = []
+    for module, cls_name, attr in PHASES:
+        cls = getattr(importlib.import_module(module), cls_name)
+        originals.append((cls, attr, getattr(cls, attr)))
+    spent: dict[str, float] = {}
+
+    def timed_method(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+
+        return wrapper
+
+    out: dict[str, dict[str, float]] = {}
+    for cls, attr, fn in originals:
+        setattr(cls, attr, timed_method(fn, f"{cls.__name__}.{attr}"))
+    try:
+        for label in ("optex", "optex_host_solve"):
+            run = Runner(obj, specs(lr)[label])
+            for _ in range(8):
+                run.step()
+            spent.clear()
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(iters):
+                run.step()
+                sync(device)
+            total = time.perf_counter() - t
+            row = {k: 1e3 * v / iters for k, v in spent.items()}
+            row["other"] = 1e3 * total / iters - sum(row.values())
+            row["total"] = 1e3 * total / iters
+            out[label] = row
+    finally:
+        for cls, attr, fn in originals:
+            setattr(cls, attr, fn)
+    return out
+
+
+def profile(obj: Objective, lr: float, name: str, device: torch.device, out: str) -> None:
+    """``torch.profiler`` over 3 iterations (after 8 warm-up ones) of ``optex`` and
+    ``optex_host_solve``: a table by host time and a Chrome trace per variant, in ``out``."""
+    import os
+
+    from optkit_optex.flat import Flattener
+    from optkit_optex.fused import FlatProxy
+    from torch.profiler import record_function
+
+    phases = [
+        (KernelGradientEstimator, "begin"),
+        (KernelGradientEstimator, "append"),
+        (FlatProxy, "run"),
+        (FlatProxy, "true_step"),
+        (Oracle, "evaluate"),
+        (Flattener, "flatten_many"),
+    ]
+    originals = [(cls, attr, getattr(cls, attr)) for cls, attr in phases]
+
+    def labelled(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with record_function(label):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    os.makedirs(out, exist_ok=True)
+    for cls, attr, fn in originals:  # named phases in the trace; restored below
+        setattr(cls, attr, labelled(fn, f"phase:{cls.__name__}.{attr}"))
+    try:
+        _profile_variants(obj, lr, name, device, out)
+    finally:
+        for cls, attr, fn in originals:
+            setattr(cls, attr, fn)
+
+
+def _profile_variants(obj: Objective, lr: float, name: str, device: torch.device, out: str) -> None:
+    import os
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for label in ("optex", "optex_host_solve"):
+        run = Runner(obj, specs(lr)[label])
+        for _ in range(8):
+            run.step()
+        sync(device)
+        with torch_profile(activities=activities) as prof:
+            for _ in range(3):
+                run.step()
+            sync(device)
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+        with open(os.path.join(out, f"{name}_{label}.txt"), "w") as fh:
+            fh.write(table)
+        prof.export_chrome_trace(os.path.join(out, f"{name}_{label}.json"))
 
 
 # ------------------------------------------------------------------------------ estimator
@@ -300,6 +458,15 @@ def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[
         syncs["append"] = count_syncs(
             lambda: est.append(pts8, 2 * pts8, iteration=200, queried=sq7, check_finite=False)
         )
+    # The heuristic fit itself (host, float64, T0 x T0): with this host's default intra-op
+    # threads on the main thread, and in the fit worker (one thread).
+    from optkit_optex.fit_schedule import _fit_pool
+
+    sq_h, ys_h = est.sqdist, est._ys_host
+    t_fit_main = timed(lambda: est.fitter.fit(sq_h, ys_h), device, 20)
+    t_fit_worker = timed(
+        lambda: _fit_pool().submit(est.fitter.fit, sq_h, ys_h).result(), device, 20
+    )
     bound = 2 * T0 * d * 4 / bw
     every = sum(
         v.numel() * v.element_size() for v in vars(est).values() if isinstance(v, torch.Tensor)
@@ -315,6 +482,9 @@ def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[
         "begin_fit_lag0_ms": 1e3 * t_begin_sync,
         "append8_never_queried_ms": 1e3 * t_append,
         "begin_append_ms": 1e3 * t_both,
+        "fit_ms_main_thread": 1e3 * t_fit_main,
+        "fit_ms_worker_one_thread": 1e3 * t_fit_worker,
+        "main_threads": torch.get_num_threads(),
         "device_solve": est.device_solve,
         "append_graph": {
             "captured": len(est._append_graphs),
@@ -352,9 +522,16 @@ def ensure_registry() -> None:
 def summary(result: dict[str, Any]) -> str:
     lines = [f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s"]
     for obj, row in result["iteration_ms"].items():
-        van = row["vanilla"]
-        cells = [f"{k} {v:.2f} ({v / van:.1f}x)" for k, v in row.items() if isinstance(v, float)]
-        lines.append(f"ms/iteration {obj}: " + ", ".join(cells))
+        for suffix, what in (("", "steady state"), ("_synced", "each synchronized")):
+            van = row[f"vanilla{suffix}"]
+            cells = [
+                f"{k.removesuffix(suffix)} {row[k]:.2f} ({row[k] / van:.2f}x)"
+                for k in row
+                if isinstance(row[k], float)
+                and k.endswith(suffix)
+                and not (suffix == "" and k.endswith("_synced"))
+            ]
+            lines.append(f"ms/iteration {obj}, {what}: " + ", ".join(cells))
         syncs = {k: v for k, v in row.items() if k.endswith("syncs_per_iteration")}
         if syncs:
             lines.append(f"  syncs: {syncs}; graph: {row.get('optex_graph')}")
@@ -366,6 +543,12 @@ def summary(result: dict[str, Any]) -> str:
                 for k, v in row.items()
             )
         )
+    for obj, variants in result.get("phase_ms", {}).items():
+        for label, row in variants.items():
+            lines.append(
+                f"host ms per iteration, {obj} {label}: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in row.items())
+            )
     for d, e in result["estimator"].items():
         graph = e["query_graph_ms"]
         lines.append(
@@ -376,7 +559,9 @@ def summary(result: dict[str, Any]) -> str:
             f" append8 {e['append8_never_queried_ms']:.2f} ms,"
             f" begin+append {e['begin_append_ms']:.2f} ms (device solve {e['device_solve']},"
             f" append graphs {e['append_graph']}, syncs solve {e['syncs_solve']}"
-            f" append {e['syncs_append']}),"
+            f" append {e['syncs_append']}), fit {e['fit_ms_main_thread']:.2f} ms on the main"
+            f" thread ({e['main_threads']} threads), {e['fit_ms_worker_one_thread']:.2f} ms in"
+            " the worker,"
             f" history {e['history_bytes'] / 2**20:.1f} MiB = 2 T0 d floats"
             f" {e['two_T0_d_floats_bytes'] / 2**20:.1f} MiB (all buffers"
             f" {e['all_estimator_buffers_bytes'] / 2**20:.1f} MiB)"
@@ -388,6 +573,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="optex-gpu.json")
     ap.add_argument("--small", action="store_true", help="CPU-sized smoke test")
+    ap.add_argument("--profile", default=None, help="folder for profiler tables and traces")
     args = ap.parse_args()
     started = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -396,7 +582,7 @@ def main() -> None:
     ensure_registry()
     dims = (2_000, 10_000) if args.small else (100_000, 1_000_000)
     reps = 5 if args.small else 50
-    warm, it_reps = (3, 5) if args.small else (8, 30)
+    warm, rounds, block = (3, 2, 3) if args.small else (8, 6, 6)
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__,
@@ -423,8 +609,11 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result["iteration_ms"] = {
-        name: iteration_cost(obj, lr, device, warm, it_reps)
+        name: iteration_cost(obj, lr, device, warm, rounds, block)
         for name, (obj, lr) in objectives.items()
+    }
+    result["phase_ms"] = {
+        name: phase_times(obj, lr, device) for name, (obj, lr) in objectives.items()
     }
     # 4. wall-clock to vanilla's 40-iteration loss, side by side
     result["to_target"] = {
@@ -432,6 +621,9 @@ def main() -> None:
     }
     if device.type == "cuda":
         result["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    if args.profile:
+        for name, (obj, lr) in objectives.items():
+            profile(obj, lr, name, device, args.profile)
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     result["wall_s"] = time.time() - started
     with open(args.out, "w") as fh:

@@ -271,6 +271,13 @@ class KernelGradientEstimator:
         size = self.size
         sq = self._sqdist_host[:size, :size]
         solve = self.fitter.update(self.iteration, sq, self._ys_host[:size])
+        self._use_fit(sq, solve, move_anchor=move_anchor)
+        self.fitter.submit_deferred()  # the next lagged fit, now that this host work is done
+
+    def _use_fit(self, sq: torch.Tensor, solve: torch.Tensor | None, *, move_anchor: bool) -> None:
+        """Put the current fit to use: the mean fallback, the device solve's inputs, the
+        fit's own ``W`` ``(n, n)`` (``solve``) or a host solve on ``sq`` ``(n, n)``."""
+        size = sq.shape[0]
         if self.hyper is None:
             self._use_mean(size)
             return
@@ -406,7 +413,10 @@ class KernelGradientEstimator:
         rows = [queried] if queried is not None else []
         if k < n:
             rest = vs[k:]
-            old = torch.mm(rest, self.X.T)  # (N - k, T0): Y_i . v_j
+            if n - k == 1:  # the usual case (the proxy points' distances are queried): a
+                old = torch.mv(self.X, rest[0])[None]  # gemv reads X at full bandwidth
+            else:
+                old = torch.mm(rest, self.X.T)  # (N - k, T0): Y_i . v_j
             cv = torch.mv(rest, self.anchor_y)
             rows.append((self.a[None, :] + vv[k:, None] - 2.0 * (old - cv[:, None])).clamp_min(0))
         to_old = rows[0] if len(rows) == 1 else torch.cat(rows)

@@ -136,6 +136,12 @@ class FlatProxy:
         self.graph_failed = False
         self.solve_in_graph = True  # the graph holds the estimator's device solve
         self.replays = 0
+        # The true step, graphed per (j, from_proxy) once warm: its gradient in a static
+        # buffer; eager after a failed capture (logged once).
+        self.tgrad = torch.zeros_like(self.tslot)
+        self._true_graphs: dict[tuple[int, bool], Any] = {}
+        self._true_warm: set[tuple[int, bool]] = set()
+        self.true_graph_failed = False
 
     # ------------------------------------------------------------------------------ state
     def _tstate(self) -> dict[str, Any]:
@@ -224,12 +230,42 @@ class FlatProxy:
     def true_step(self, j: int, grad: torch.Tensor, from_proxy: bool) -> torch.Tensor:
         """The base step from ``P[j]`` on the true gradient ``grad`` ``(d,)``; with
         ``from_proxy`` the state is the proxy state at point j first. Returns a fresh
-        ``(d,)`` tensor."""
+        ``(d,)`` tensor.
+
+        With the proxy graph in use, the step is replayed from a CUDA graph per
+        ``(j, from_proxy)``: the first call for a key runs eagerly (it also creates lazy
+        state), the second captures and replays. The gradient enters through the static
+        buffer ``tgrad`` either way."""
+        self.tgrad.copy_(grad)
+        key = (j, from_proxy)
+        graphed = self.use_graph and self.graph is not None and not self.true_graph_failed
+        if not graphed or (key not in self._true_graphs and key not in self._true_warm):
+            if graphed:
+                self._true_warm.add(key)
+            self._true_body(j, from_proxy)
+            return self.tslot.clone()
+        graph = self._true_graphs.get(key)
+        if graph is None:
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self._true_body(j, from_proxy)
+            except Exception as err:  # any capture failure: eager from now on
+                self.true_graph_failed = True
+                log.warning("optex: CUDA graph capture of the true step failed (%r); eager", err)
+                self._true_body(j, from_proxy)
+                return self.tslot.clone()
+            self._true_graphs[key] = graph
+        graph.replay()
+        return self.tslot.clone()
+
+    def _true_body(self, j: int, from_proxy: bool) -> None:
+        """The true step on static tensors (capturable): state from the proxy at ``j`` (with
+        ``from_proxy``), ``tslot`` from ``P[j]``, one base step on ``tgrad``."""
         if from_proxy:
             src = self._pstate() if j == self.n - 1 or not self.saved else self.saved[j]
             self._copy_state(self._tstate(), src)
         self.tslot.copy_(self.P[j])
-        self.tslot.grad = grad.to(self.tslot.dtype)
+        self.tslot.grad = self.tgrad
         self.topt.step()
         self.tslot.grad = None
-        return self.tslot.clone()

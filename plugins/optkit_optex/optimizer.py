@@ -48,6 +48,12 @@ class OptExState:
     flat: Flattener
     iteration: int = 0
     fused: FlatProxy | None = None
+    returned: tuple[Params, torch.Tensor] | None = None
+    """Fused path: the params dict the last step returned and the flat ``(d,)`` tensor its
+    values are views of (so the next step copies that tensor instead of concatenating)."""
+    point_views: list[Params] | None = None
+    """Fused path: the N params dicts of views into the static ``proxy.P`` rows, built once
+    and handed to the oracle every iteration."""
 
 
 class OptEx(Optimizer):
@@ -78,7 +84,7 @@ class OptEx(Optimizer):
         seed: int = 0,
         fused: bool = True,
         cuda_graph: bool = True,
-        device_solve: bool = False,
+        device_solve: bool | Literal["auto"] = "auto",
     ) -> None:
         """Args:
         base / base_config: a registered first-order optimizer and its keyword config.
@@ -96,8 +102,9 @@ class OptEx(Optimizer):
         cuda_graph: on CUDA, capture the fused proxy loop (with the estimator's device
             solve) and the estimator's append in CUDA graphs and replay them.
         device_solve: compute the estimator's solve on the device (no host
-            synchronisation) and graph its append; off by default until it is measured on a
-            GPU (see
+            synchronisation; captured with the proxy loop) and graph its append; ``"auto"``
+            (default): on CUDA, where it measured 1.6-1.8x faster per iteration than the host
+            solve, and not on the CPU, where the host solve is a little cheaper (see
             :class:`~optkit_optex.estimator.KernelGradientEstimator`).
         """
         check_parallelism(parallelism, self.name)
@@ -105,13 +112,14 @@ class OptEx(Optimizer):
             raise ConfigError(
                 f"optimizer 'optex': next_iterate must be 'last' or 'best', got {next_iterate!r}"
             )
-        for key, value in (
-            ("fused", fused),
-            ("cuda_graph", cuda_graph),
-            ("device_solve", device_solve),
-        ):
+        for key, value in (("fused", fused), ("cuda_graph", cuda_graph)):
             if not isinstance(value, bool):
                 raise ConfigError(f"optimizer 'optex': {key} must be true or false, got {value!r}")
+        if not (isinstance(device_solve, bool) or device_solve == "auto"):
+            raise ConfigError(
+                "optimizer 'optex': device_solve must be true, false or 'auto', got"
+                f" {device_solve!r}"
+            )
         self.estimator_options = estimator_options(
             history=history,
             kernel=kernel,
@@ -141,7 +149,9 @@ class OptEx(Optimizer):
             self.history,
             device=first.device,
             dtype=first.dtype,
-            device_solve=self.device_solve,
+            device_solve=(
+                first.device.type == "cuda" if self.device_solve == "auto" else self.device_solve
+            ),
             cuda_graph=self.cuda_graph,
             **self.estimator_options,
         )
@@ -172,25 +182,35 @@ class OptEx(Optimizer):
         """Flat points in ``proxy.P``; no host synchronisation besides the oracle's check
         and one read of the N losses (see :mod:`optkit_optex.fused`)."""
         est, flat, n = state.estimator, state.flat, self.parallelism
-        proxy.P[0].copy_(flat.flatten(params))
+        proxy.P[0].copy_(self._flat_start(params, state))
         est.begin(proxy.P[0], move_anchor=n == 1)
         ran = est.mode != "empty" and n > 1
         if ran:
             proxy.run(est)
         else:
             proxy.P[1:].copy_(proxy.P[0].expand(n - 1, -1))
-        evaluation = oracle.evaluate([flat.unflatten(proxy.P[s]) for s in range(n)])
+        if state.point_views is None:
+            state.point_views = [flat.unflatten(proxy.P[s]) for s in range(n)]
+        evaluation = oracle.evaluate(state.point_views)
         losses = evaluation.losses.tolist()  # the GPU queue is drained by the oracle's check
         grads = flat.flatten_many(evaluation.grads)
         queried = proxy.SQ[: n - 1] if ran and est.mode == "gp" else None
         est.append(proxy.P, grads, iteration=state.iteration, queried=queried, check_finite=False)
         j = n - 1 if self.next_iterate == "last" else min(range(n), key=losses.__getitem__)
         new = proxy.true_step(j, grads[j], from_proxy=ran and self.proxy_updates_state)
-        return (
-            flat.unflatten(new),
-            state,
-            StepInfo(loss=losses[0], extras=self._extras(est, j, losses)),
-        )
+        out = flat.unflatten(new)
+        state.returned = (out, new)
+        return out, state, StepInfo(loss=losses[0], extras=self._extras(est, j, losses))
+
+    @staticmethod
+    def _flat_start(params: Params, state: OptExState) -> torch.Tensor:
+        """``(d,)`` the start point: the flat tensor behind the dict the last step returned
+        when ``params`` still holds exactly those views (no concatenation), else a flatten."""
+        if state.returned is not None:
+            last, flat_last = state.returned
+            if params.keys() == last.keys() and all(params[k] is v for k, v in last.items()):
+                return flat_last
+        return state.flat.flatten(params)
 
     def _step_generic(
         self, params: Params, state: OptExState, oracle: Oracle

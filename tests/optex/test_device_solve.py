@@ -147,3 +147,11 @@ def test_append_graph_capture_failure_falls_back_to_eager_once(
     assert sum("capture of append failed" in r.message for r in caplog.records) == 1
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+def test_auto_keeps_the_host_solve_on_the_cpu() -> None:
+    from optkit.registry import get_registry
+
+    opt = get_registry().create("optimizer", {"name": "optex", "parallelism": 3})
+    state = opt.init({"x": torch.zeros(5)})
+    assert opt.device_solve == "auto" and not state.estimator.device_solve
