@@ -14,9 +14,10 @@ on the device inside it, append and true step replayed from graphs), ``optex_hos
 session), ``optex_eager`` (fused, ``cuda_graph = false``), ``optex_generic`` (``fused =
 false``: the per-step dict loop), ``optex_refit10``, ``optex_lag0`` (the fit on the critical
 path), ``optex_submit_early`` (the lagged fit handed to the worker before ``begin``'s host
-work), ``data_parallel`` and ``target``. The variants' iterations are interleaved (see
-:func:`iteration_cost`); a second section times the host phases of ``optex`` and
-``optex_host_solve`` without a profiler.
+work), ``optex_lag1`` (``fit_lag = 1``, the default until 2026-11-29's third session),
+``data_parallel`` and ``target``. The variants'
+iterations are interleaved (see :func:`iteration_cost`); a second section times the host
+phases of ``optex`` and ``optex_host_solve`` without a profiler.
 
 ``--profile DIR`` also writes a ``torch.profiler`` table and Chrome trace of a few OptEx
 iterations per objective (``optex`` and ``optex_host_solve``).
@@ -136,6 +137,7 @@ def specs(lr: float) -> dict[str, dict[str, Any]]:
         "optex_refit10": {"name": "optex", "refit_every": 10, **base},
         "optex_lag0": {"name": "optex", "fit_lag": 0, **base},
         "optex_submit_early": {"name": "optex", "submit_early": True, **base},
+        "optex_lag1": {"name": "optex", "fit_lag": 1, **base},
         "data_parallel": {"name": "data_parallel", **base},
         "target": {"name": "target", **base},
     }
@@ -154,10 +156,10 @@ class Runner:
             self.torch_opt = torch.optim.Adam(list(self.leaves.values()), lr=spec["lr"])
             return
         reg = get_registry()
-        early = bool(spec.get("submit_early"))
-        self.opt = reg.create("optimizer", {k: v for k, v in spec.items() if k != "submit_early"})
+        bench_only = ("submit_early",)  # A/B switch of the fit schedule
+        self.opt = reg.create("optimizer", {k: v for k, v in spec.items() if k not in bench_only})
         self.p, self.s = start, self.opt.init(start)
-        if early:  # the A/B of the fit schedule: hand the lagged fit over before the solve
+        if spec.get("submit_early"):  # hand the lagged fit over before begin's host work
             self.s.estimator.fitter.defer_submit = False
         self.oracle = Oracle(obj, reg.create("executor", {"name": "vmap"}), self.gen)
 
@@ -430,8 +432,8 @@ def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[
             graph_ms = 1e3 * timed(graph.replay, device, reps)
         except Exception as err:  # report, do not hide
             graph_error = repr(err)
-    # Default fit_lag = 1: begin's own cost, the lagged fit having had 5 ms (an iteration's
-    # proxy loop, oracle round and append) to finish in the worker thread.
+    # Default fit_lag = 2: begin's own cost, the lagged fits having had 5 ms each (about an
+    # iteration's proxy loop, oracle round and append) to finish in the worker thread.
     t_begin = timed(lambda: est.begin(x), device, max(reps // 5, 3), pause=0.005)
     est.fitter.fit_lag = 0  # the synchronous fit, on the critical path
     t_begin_sync = timed(lambda: est.begin(x), device, max(reps // 5, 3))
@@ -443,7 +445,7 @@ def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[
     )
     # begin + append of one iteration (N points, the first N - 1 with queried distances), as
     # the fused step issues them: the device solve (eager here) and the append graph.
-    est.fitter.fit_lag = 1
+    est.fitter.fit_lag = 2
     sq7 = torch.zeros(N - 1, T0, device=device)
     numbers = itertools.count(100)
 

@@ -208,9 +208,12 @@ ITERATION_COLUMNS: dict[str, str] = {
     "vanilla": "vanilla (framework `adam`)",
     "raw_adam": "plain torch.optim.Adam loop",
     "optex": "optex (defaults)",
+    "optex_host_solve": "optex, `device_solve = false`",
     "optex_eager": "optex, `cuda_graph = false`",
     "optex_generic": "optex, `fused = false`",
     "optex_lag0": "optex, `fit_lag = 0`",
+    "optex_lag1": "optex, `fit_lag = 1`",
+    "optex_submit_early": "optex, fit submitted before begin's host work",
     "optex_device_solve": "optex, `device_solve = true`",
     "optex_refit10": "optex, `refit_every = 10`",
     "data_parallel": "data_parallel",
@@ -257,7 +260,10 @@ def gpu_section() -> list[str]:
         "",
         "### Time per iteration",
         "",
-        f"Median ms per iteration after warm-up, and the ratio to vanilla; MLP ="
+        "Ms per iteration and the ratio to vanilla, the variants interleaved (rounds over all"
+        " variants, so that drifts of the machine hit each alike). *Steady state*: blocks of"
+        " iterations back to back, one synchronisation per block (how a training loop runs);"
+        " *each synchronized*: every iteration timed on its own. MLP ="
         f" {r['mlp_params']:,}-parameter benchmark-only MLP, batch 128. `syncs` = host"
         " synchronisations per OptEx iteration (counted with `torch.cuda.set_sync_debug_mode`).",
         "",
@@ -265,15 +271,45 @@ def gpu_section() -> list[str]:
     first = next(iter(r["iteration_ms"].values()))
     cols = [k for k in ITERATION_COLUMNS if k in first]
     lines += [
-        "| objective | " + " | ".join(ITERATION_COLUMNS[c] for c in cols) + " | syncs |",
-        "|---|" + "---|" * (len(cols) + 1),
+        "| objective | timing | " + " | ".join(ITERATION_COLUMNS[c] for c in cols) + " | syncs |",
+        "|---|---|" + "---|" * (len(cols) + 1),
     ]
     for obj, row in r["iteration_ms"].items():
-        van = row["vanilla"]
-        cells = [f"{row[c]:.2f} ({row[c] / van:.1f}x)" if c in row else "-" for c in cols]
-        lines.append(
-            f"| {obj} | " + " | ".join(cells) + f" | {row.get('optex_syncs_per_iteration', '-')} |"
-        )
+        for suffix, what in (("", "steady state"), ("_synced", "each synchronized")):
+            if f"vanilla{suffix}" not in row:
+                continue
+            van = row[f"vanilla{suffix}"]
+            cells = [
+                f"{row[c + suffix]:.2f} ({row[c + suffix] / van:.2f}x)"
+                if c + suffix in row
+                else "-"
+                for c in cols
+            ]
+            lines.append(
+                f"| {obj} | {what} | "
+                + " | ".join(cells)
+                + f" | {row.get('optex_syncs_per_iteration', '-')} |"
+            )
+    if "phase_ms" in r:
+        lines += [
+            "",
+            "Host milliseconds per iteration by phase (no profiler: `perf_counter` around the"
+            " methods, asynchronous work counts its launch only; the oracle's phase includes"
+            " its wait for the device; `other` = the rest of the synchronized iteration):",
+            "",
+        ]
+        phases = list(next(iter(next(iter(r["phase_ms"].values())).values())))
+        lines += [
+            "| objective | variant | " + " | ".join(phases) + " |",
+            "|---|---|" + "---|" * len(phases),
+        ]
+        for obj, variants in r["phase_ms"].items():
+            for label, prow in variants.items():
+                lines.append(
+                    f"| {obj} | {label} | "
+                    + " | ".join(f"{prow.get(p, 0.0):.3f}" for p in phases)
+                    + " |"
+                )
     before = path.with_name("optex-gpu-before.json")
     if before.exists():
         b = json.loads(before.read_text())

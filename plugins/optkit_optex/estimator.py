@@ -28,7 +28,7 @@ Cost engineering (``d`` large, ``T0`` small):
   ``a`` moves to the next anchor with the same formula (one more product per iteration);
   ``h`` is re-based (one pass over ``Y``) only when the anchor drifts farther from it than the
   stored points are; pairwise distances of new points are computed once, on entry.
-* ``device_solve`` (opt-in; CPU-tested, not yet measured on a GPU): ``W`` is computed on
+* ``device_solve`` (the optimizer's default on CUDA): ``W`` is computed on
   the device from the device distance table (:meth:`solve_device`): the whole jitter
   ladder as one batched ``cholesky_ex`` (no error check, so no synchronisation), the
   first rung that succeeded chosen on the device, and a device-side ``ok`` flag; when no
@@ -92,11 +92,16 @@ class KernelGradientEstimator:
             solve on the *current* history with the hyperparameters in use. Deterministic:
             the worker computes a pure function of a copy of the history, and
             :meth:`begin` waits for exactly the fit it needs; an exception in the worker is
-            raised there.
+            raised there. Default 2: on the H200's host the fit takes 2-3 ms, about one
+            iteration, so with L = 1 ``begin`` often waited for it (in one H200 run 1.5-1.7x
+            vanilla per iteration at L = 2 against 1.8-1.9x at L = 1 on Rosenbrock; equal
+            within noise in another); the iteration counts on the CPU benchmarks did not
+            change (``docs/benchmarks/optex-synthetic.md``).
         mll_steps: Adam steps of the marginal-likelihood fit.
         device_solve: compute ``W`` on the device (:meth:`solve_device`, no host
-            synchronisation) instead of on the host (default off: this path passes the CPU
-            tests but has not been measured on a GPU yet). With it
+            synchronisation) instead of on the host (off by default here; the ``optex``
+            optimizer turns it on for CUDA, where it measured 1.4-2.4x faster per iteration
+            on the H200). With it
             :attr:`jitter` and :attr:`fallbacks` describe the solve of the previous iteration
             (read back with the next :meth:`begin`'s snapshot, no extra synchronisation).
         cuda_graph: with ``device_solve`` on CUDA, replay :meth:`append`'s device work from a
@@ -117,7 +122,7 @@ class KernelGradientEstimator:
         noise: float | None = None,
         fit_coords: int = 128,
         refit_every: int = 1,
-        fit_lag: int = 1,
+        fit_lag: int = 2,
         mll_steps: int = 30,
         device_solve: bool = False,
         cuda_graph: bool = True,
@@ -608,7 +613,7 @@ def validate_estimator_config(
     fit_coords: int,
     refit_every: int,
     mll_steps: int,
-    fit_lag: int = 1,
+    fit_lag: int = 2,
 ) -> None:
     """Raise :class:`ConfigError` naming the key for any invalid estimator option."""
     where = "optimizer 'optex'"

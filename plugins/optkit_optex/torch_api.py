@@ -65,7 +65,7 @@ class OptEx(torch.optim.Optimizer):
         noise: float | None = None,
         fit_coords: int = 128,
         refit_every: int = 1,
-        fit_lag: int = 1,
+        fit_lag: int = 2,
         mll_steps: int = 30,
         seed: int = 0,
         **base_kwargs: Any,
