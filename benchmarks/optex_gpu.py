@@ -469,6 +469,11 @@ def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[
     t_fit_worker = timed(
         lambda: _fit_pool().submit(est.fitter.fit, sq_h, ys_h).result(), device, 20
     )
+    # The append's Gram of the N new points: cuBLAS's plain product against row_gram.
+    from optkit_optex.gram import row_gram
+
+    t_gram_plain = timed(lambda: pts8 @ pts8.T, device, reps)
+    t_gram_chunked = timed(lambda: row_gram(pts8), device, reps)
     bound = 2 * T0 * d * 4 / bw
     every = sum(
         v.numel() * v.element_size() for v in vars(est).values() if isinstance(v, torch.Tensor)
@@ -484,6 +489,8 @@ def estimator_bench(d: int, device: torch.device, bw: float, reps: int) -> dict[
         "begin_fit_lag0_ms": 1e3 * t_begin_sync,
         "append8_never_queried_ms": 1e3 * t_append,
         "begin_append_ms": 1e3 * t_both,
+        "gram8_plain_ms": 1e3 * t_gram_plain,
+        "gram8_row_gram_ms": 1e3 * t_gram_chunked,
         "fit_ms_main_thread": 1e3 * t_fit_main,
         "fit_ms_worker_one_thread": 1e3 * t_fit_worker,
         "main_threads": torch.get_num_threads(),
@@ -563,7 +570,8 @@ def summary(result: dict[str, Any]) -> str:
             f" append graphs {e['append_graph']}, syncs solve {e['syncs_solve']}"
             f" append {e['syncs_append']}), fit {e['fit_ms_main_thread']:.2f} ms on the main"
             f" thread ({e['main_threads']} threads), {e['fit_ms_worker_one_thread']:.2f} ms in"
-            " the worker,"
+            f" the worker, Gram of 8 rows {e['gram8_plain_ms']:.3f} ms plain /"
+            f" {e['gram8_row_gram_ms']:.3f} ms row_gram,"
             f" history {e['history_bytes'] / 2**20:.1f} MiB = 2 T0 d floats"
             f" {e['two_T0_d_floats_bytes'] / 2**20:.1f} MiB (all buffers"
             f" {e['all_estimator_buffers_bytes'] / 2**20:.1f} MiB)"

@@ -49,6 +49,7 @@ import torch
 
 from optkit.errors import ConfigError, DivergenceError
 from optkit_optex.fit_schedule import HyperFitter
+from optkit_optex.gram import row_gram
 from optkit_optex.hyper import Hyper
 from optkit_optex.kernels import evaluate_sq, kernel_spec
 from optkit_optex.solve import JITTERS, device_inverse, host_inverse
@@ -425,7 +426,7 @@ class KernelGradientEstimator:
             cv = torch.mv(rest, self.anchor_y)
             rows.append((self.a[None, :] + vv[k:, None] - 2.0 * (old - cv[:, None])).clamp_min(0))
         to_old = rows[0] if len(rows) == 1 else torch.cat(rows)
-        among = (vv[:, None] + vv[None, :] - 2.0 * (vs @ vs.T)).clamp_min(0.0)
+        among = (vv[:, None] + vv[None, :] - 2.0 * row_gram(vs)).clamp_min(0.0)
         among.fill_diagonal_(0.0)
         slots = (self._start + self._arange[:n]) % t0
         self.sqd.index_copy_(0, slots, to_old)
