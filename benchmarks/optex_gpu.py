@@ -13,11 +13,10 @@ on the device inside it, append and true step replayed from graphs), ``optex_hos
 (``device_solve = false``: W solved on the host, the default before 2026-11-29's third
 session), ``optex_eager`` (fused, ``cuda_graph = false``), ``optex_generic`` (``fused =
 false``: the per-step dict loop), ``optex_refit10``, ``optex_lag0`` (the fit on the critical
-path), ``optex_submit_early`` (the lagged fit handed to the worker before ``begin``'s host
-work), ``optex_lag1`` (``fit_lag = 1``, the default until 2026-11-29's third session),
-``data_parallel`` and ``target``. The variants'
-iterations are interleaved (see :func:`iteration_cost`); a second section times the host
-phases of ``optex`` and ``optex_host_solve`` without a profiler.
+path), ``optex_lag1`` (``fit_lag = 1``, the default until 2026-11-29's third session),
+``data_parallel`` and ``target``. The variants' iterations are interleaved (see
+:func:`iteration_cost`); a second section times the host phases of ``optex`` and
+``optex_host_solve`` without a profiler.
 
 ``--profile DIR`` also writes a ``torch.profiler`` table and Chrome trace of a few OptEx
 iterations per objective (``optex`` and ``optex_host_solve``).
@@ -136,7 +135,6 @@ def specs(lr: float) -> dict[str, dict[str, Any]]:
         "optex_generic": {"name": "optex", "fused": False, **base},
         "optex_refit10": {"name": "optex", "refit_every": 10, **base},
         "optex_lag0": {"name": "optex", "fit_lag": 0, **base},
-        "optex_submit_early": {"name": "optex", "submit_early": True, **base},
         "optex_lag1": {"name": "optex", "fit_lag": 1, **base},
         "data_parallel": {"name": "data_parallel", **base},
         "target": {"name": "target", **base},
@@ -156,11 +154,8 @@ class Runner:
             self.torch_opt = torch.optim.Adam(list(self.leaves.values()), lr=spec["lr"])
             return
         reg = get_registry()
-        bench_only = ("submit_early",)  # A/B switch of the fit schedule
-        self.opt = reg.create("optimizer", {k: v for k, v in spec.items() if k not in bench_only})
+        self.opt = reg.create("optimizer", spec)
         self.p, self.s = start, self.opt.init(start)
-        if spec.get("submit_early"):  # hand the lagged fit over before begin's host work
-            self.s.estimator.fitter.defer_submit = False
         self.oracle = Oracle(obj, reg.create("executor", {"name": "vmap"}), self.gen)
 
     def step(self) -> None:

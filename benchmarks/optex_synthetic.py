@@ -213,7 +213,6 @@ ITERATION_COLUMNS: dict[str, str] = {
     "optex_generic": "optex, `fused = false`",
     "optex_lag0": "optex, `fit_lag = 0`",
     "optex_lag1": "optex, `fit_lag = 1`",
-    "optex_submit_early": "optex, fit submitted before begin's host work",
     "optex_device_solve": "optex, `device_solve = true`",
     "optex_refit10": "optex, `refit_every = 10`",
     "data_parallel": "data_parallel",

@@ -94,9 +94,9 @@ class KernelGradientEstimator:
             the worker computes a pure function of a copy of the history, and
             :meth:`begin` waits for exactly the fit it needs; an exception in the worker is
             raised there. Default 2: on the H200's host the fit takes 2-3 ms, about one
-            iteration, so with L = 1 ``begin`` often waited for it (in one H200 run 1.5-1.7x
-            vanilla per iteration at L = 2 against 1.8-1.9x at L = 1 on Rosenbrock; equal
-            within noise in another); the iteration counts on the CPU benchmarks did not
+            iteration, so with L = 1 ``begin`` often waited for it (five H200 runs: 0.08-0.32x
+            vanilla lower per iteration at L = 2 on Rosenbrock d = 1e5, mixed within +-0.24x
+            elsewhere; ``docs/optex.md``); the iteration counts on the CPU benchmarks did not
             change (``docs/benchmarks/optex-synthetic.md``).
         mll_steps: Adam steps of the marginal-likelihood fit.
         device_solve: compute ``W`` on the device (:meth:`solve_device`, no host
@@ -278,7 +278,6 @@ class KernelGradientEstimator:
         sq = self._sqdist_host[:size, :size]
         solve = self.fitter.update(self.iteration, sq, self._ys_host[:size])
         self._use_fit(sq, solve, move_anchor=move_anchor)
-        self.fitter.submit_deferred()  # the next lagged fit, now that this host work is done
 
     def _use_fit(self, sq: torch.Tensor, solve: torch.Tensor | None, *, move_anchor: bool) -> None:
         """Put the current fit to use: the mean fallback, the device solve's inputs, the

@@ -4,11 +4,9 @@
 GPyTorch marginal likelihood or fixed) every ``refit_every`` iterations, either synchronously
 (``fit_lag = 0``: the fit is on the iteration's critical path) or lagged: the fit on the history
 of iteration t runs in one background worker thread while iteration t goes on, and iteration
-t + L uses its result. A lagged fit is handed to the worker only when the caller says its own
-host work is done (:meth:`HyperFitter.submit_deferred`, at the end of ``begin``), so that the
-worker does not compete with it for the interpreter lock. Deterministic either way: the worker
-computes a pure function of a copy of the history, and :meth:`HyperFitter.update` waits for
-exactly the fit it needs; an exception in the worker is raised there.
+t + L uses its result. Deterministic either way: the worker computes a pure function of a copy
+of the history, and :meth:`HyperFitter.update` waits for exactly the fit it needs; an exception
+in the worker is raised there.
 """
 
 from __future__ import annotations
@@ -79,8 +77,6 @@ class HyperFitter:
         self.hyper: Hyper | None = None
         self._pending: deque[tuple[int, Future[FitResult]]] = deque()
         self._fitted = False  # a fit result has been taken
-        self._deferred: tuple[int, torch.Tensor, torch.Tensor] | None = None
-        self.defer_submit = True  # False: submit in update (the A/B of optex_gpu.py)
 
     def update(self, iteration: int, sq: torch.Tensor, ys: torch.Tensor) -> torch.Tensor | None:
         """Bring :attr:`hyper` up to date for ``iteration`` on the current history.
@@ -102,11 +98,7 @@ class HyperFitter:
                 self._fitted = True
             return solve
         if refit:  # the worker owns these copies
-            if self._fitted and self.defer_submit and self.fit_lag >= 1:
-                # Not usable before iteration + fit_lag: submit after the caller's host work.
-                self._deferred = (iteration, sq.clone(), ys.clone())
-            else:
-                self._pending.append((iteration, self._submit(sq.clone(), ys.clone())))
+            self._pending.append((iteration, self._submit(sq.clone(), ys.clone())))
         # Take the newest fit made at least fit_lag iterations ago (the first one always).
         while self._pending and (
             not self._fitted or self._pending[0][0] <= iteration - self.fit_lag
@@ -117,13 +109,6 @@ class HyperFitter:
             if fitted_at != iteration:  # W of an older history: the caller solves
                 solve = None
         return solve
-
-    def submit_deferred(self) -> None:
-        """Hand the fit that :meth:`update` deferred to the worker (no-op when none)."""
-        if self._deferred is not None:
-            iteration, sq, ys = self._deferred
-            self._deferred = None
-            self._pending.append((iteration, self._submit(sq, ys)))
 
     def fit(self, sq: torch.Tensor, ys: torch.Tensor) -> FitResult:
         """The fitting rule on the history ``(sq, ys)``; a pure function of its arguments (it

@@ -66,19 +66,15 @@ def test_reused_solve_is_the_inverse_and_degenerate_inputs_are_handled() -> None
     assert two is not None and two.noise == 1e-4 and two.lengthscale == median_distance(sq[:2, :2])
 
 
-def _run(
-    lag: int, background: bool, steps: int = 8, defer: bool = True
-) -> list[tuple[Hyper | None, torch.Tensor]]:
+def _run(lag: int, background: bool, steps: int = 8) -> list[tuple[Hyper | None, torch.Tensor]]:
     d, n = 40, 4
     est = KernelGradientEstimator(d, 20, dtype=torch.float64, fit_lag=lag)
     est.fitter.background = background
-    est.fitter.defer_submit = defer
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(d, generator=gen, dtype=torch.float64)
     out = []
     for it in range(steps):
         est.begin(x)
-        assert est.fitter._deferred is None  # begin hands every deferred fit to the worker
         pts = x + 0.05 * torch.randn(n, d, generator=gen, dtype=torch.float64).cumsum(0)
         out.append((est.hyper, est.query(pts[1]) if est.mode == "gp" else torch.zeros(d)))
         est.append(pts, 2 * pts + torch.sin(3 * pts), iteration=it)
@@ -107,13 +103,6 @@ def test_the_fit_worker_runs_single_threaded_without_changing_the_main_thread() 
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.mark.parametrize("lag", [1, 2])
-def test_submitting_the_lagged_fit_after_begins_host_work_changes_nothing(lag: int) -> None:
-    early, late = _run(lag, True, defer=False), _run(lag, True, defer=True)
-    for (h_a, mu_a), (h_b, mu_b) in zip(early, late, strict=True):
-        assert h_a == h_b and torch.equal(mu_a, mu_b)
 
 
 class _FailingFitter(HyperFitter):
