@@ -28,14 +28,14 @@ size in seconds (a smoke test; no graphs on a CPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
 import platform
 import statistics
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -44,6 +44,7 @@ from optkit_optex.estimator import KernelGradientEstimator
 from optkit.interfaces import Objective, Params
 from optkit.oracle import Oracle
 from optkit.registry import get_registry
+from optkit.testing import count_syncs
 
 N = 8
 T0 = 50
@@ -227,18 +228,6 @@ def iteration_cost(
     return out
 
 
-def count_syncs(fn: Callable[[], Any]) -> int:
-    """Synchronizing CUDA calls (``torch.cuda.set_sync_debug_mode``) during one ``fn()``."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
-
-
 def to_target(
     obj: Objective, lr: float, device: torch.device, vanilla_iters: int
 ) -> dict[str, Any]:
@@ -274,6 +263,28 @@ PHASES = (
     ("optkit.oracle", "Oracle", "evaluate"),
     ("optkit_optex.flat", "Flattener", "flatten_many"),
 )
+"""The methods of one OptEx iteration that the phase timing and the profiler name."""
+
+
+@contextlib.contextmanager
+def wrapped_phases(
+    wrap: Callable[[Callable[..., Any], str], Callable[..., Any]],
+) -> Iterator[None]:
+    """Replace each method of :data:`PHASES` by ``wrap(method, "Class.method")`` for the
+    duration of the block; the originals are restored on exit."""
+    import importlib
+
+    originals = []
+    for module, cls_name, attr in PHASES:
+        cls = getattr(importlib.import_module(module), cls_name)
+        originals.append((cls, attr, getattr(cls, attr)))
+    for cls, attr, fn in originals:
+        setattr(cls, attr, wrap(fn, f"{cls.__name__}.{attr}"))
+    try:
+        yield
+    finally:
+        for cls, attr, fn in originals:
+            setattr(cls, attr, fn)
 
 
 def phase_times(
@@ -283,12 +294,6 @@ def phase_times(
     ``optex_host_solve`` (no profiler: ``perf_counter`` around the methods, no
     synchronisation inside, so asynchronous work counts only its launch; the oracle's
     phase includes its wait for the device), and the synchronized total per iteration."""
-    import importlib
-
-    originals = []
-    for module, cls_name, attr in PHASES:
-        cls = getattr(importlib.import_module(module), cls_name)
-        originals.append((cls, attr, getattr(cls, attr)))
     spent: dict[str, float] = {}
 
     def timed_method(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
@@ -302,9 +307,7 @@ def phase_times(
         return wrapper
 
     out: dict[str, dict[str, float]] = {}
-    for cls, attr, fn in originals:
-        setattr(cls, attr, timed_method(fn, f"{cls.__name__}.{attr}"))
-    try:
+    with wrapped_phases(timed_method):
         for label in ("optex", "optex_host_solve"):
             run = Runner(obj, specs(lr)[label])
             for _ in range(8):
@@ -320,46 +323,27 @@ def phase_times(
             row["other"] = 1e3 * total / iters - sum(row.values())
             row["total"] = 1e3 * total / iters
             out[label] = row
-    finally:
-        for cls, attr, fn in originals:
-            setattr(cls, attr, fn)
     return out
 
 
 def profile(obj: Objective, lr: float, name: str, device: torch.device, out: str) -> None:
     """``torch.profiler`` over 3 iterations (after 8 warm-up ones) of ``optex`` and
-    ``optex_host_solve``: a table by host time and a Chrome trace per variant, in ``out``."""
+    ``optex_host_solve``: a table by host time and a Chrome trace per variant, in ``out``;
+    the :data:`PHASES` appear in the trace as ``phase:Class.method`` ranges."""
     import os
 
-    from optkit_optex.flat import Flattener
-    from optkit_optex.fused import FlatProxy
     from torch.profiler import record_function
-
-    phases = [
-        (KernelGradientEstimator, "begin"),
-        (KernelGradientEstimator, "append"),
-        (FlatProxy, "run"),
-        (FlatProxy, "true_step"),
-        (Oracle, "evaluate"),
-        (Flattener, "flatten_many"),
-    ]
-    originals = [(cls, attr, getattr(cls, attr)) for cls, attr in phases]
 
     def labelled(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with record_function(label):
+            with record_function(f"phase:{label}"):
                 return fn(*args, **kwargs)
 
         return wrapper
 
     os.makedirs(out, exist_ok=True)
-    for cls, attr, fn in originals:  # named phases in the trace; restored below
-        setattr(cls, attr, labelled(fn, f"phase:{cls.__name__}.{attr}"))
-    try:
+    with wrapped_phases(labelled):
         _profile_variants(obj, lr, name, device, out)
-    finally:
-        for cls, attr, fn in originals:
-            setattr(cls, attr, fn)
 
 
 def _profile_variants(obj: Objective, lr: float, name: str, device: torch.device, out: str) -> None:

@@ -10,6 +10,7 @@ or subclass the pytest-style kits in :mod:`optkit.testing.kits`. optkit's own su
 checks over every registered plugin.
 """
 
+from optkit.testing.cuda import count_syncs
 from optkit.testing.kits import (
     check_executor,
     check_objective,
@@ -22,6 +23,7 @@ __all__ = [
     "check_executor",
     "check_objective",
     "check_optimizer",
+    "count_syncs",
     "example_config",
     "reference_objective",
 ]

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -50,11 +51,13 @@ import torch
 from optkit.errors import ConfigError, DivergenceError
 from optkit_optex.fit_schedule import HyperFitter
 from optkit_optex.gram import row_gram
+from optkit_optex.graphs import KeyedGraphs
 from optkit_optex.hyper import Hyper
 from optkit_optex.kernels import evaluate_sq, kernel_spec
 from optkit_optex.solve import JITTERS, device_inverse, host_inverse
 
 __all__ = [
+    "DEFAULTS",
     "JITTERS",
     "FitMode",
     "KernelGradientEstimator",
@@ -65,6 +68,24 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FitMode = Literal["heuristic", "mll", "fixed"]
+
+
+@dataclass(frozen=True)
+class EstimatorDefaults:
+    """Default values of the estimator options, in one place for every signature that takes
+    them (:class:`KernelGradientEstimator`, the ``optex`` optimizer and ``optkit.OptEx``)."""
+
+    history: int = 50
+    kernel: str = "matern52"
+    fit: FitMode = "heuristic"
+    fit_coords: int = 128
+    refit_every: int = 1
+    fit_lag: int = 2
+    mll_steps: int = 30
+    seed: int = 0
+
+
+DEFAULTS = EstimatorDefaults()
 
 
 class KernelGradientEstimator:
@@ -117,19 +138,19 @@ class KernelGradientEstimator:
         dim: int,
         history: int,
         *,
-        kernel: str = "matern52",
-        fit: FitMode = "heuristic",
+        kernel: str = DEFAULTS.kernel,
+        fit: FitMode = DEFAULTS.fit,
         lengthscale: float | None = None,
         noise: float | None = None,
-        fit_coords: int = 128,
-        refit_every: int = 1,
-        fit_lag: int = 2,
-        mll_steps: int = 30,
+        fit_coords: int = DEFAULTS.fit_coords,
+        refit_every: int = DEFAULTS.refit_every,
+        fit_lag: int = DEFAULTS.fit_lag,
+        mll_steps: int = DEFAULTS.mll_steps,
         device_solve: bool = False,
         cuda_graph: bool = True,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
-        seed: int = 0,
+        seed: int = DEFAULTS.seed,
     ) -> None:
         validate_estimator_config(
             history=history,
@@ -206,9 +227,8 @@ class KernelGradientEstimator:
         self._start = torch.zeros(1, device=self.device, dtype=torch.long)
         self._arange = torch.arange(t0, device=self.device)
         self.graph_append = cuda_graph and cuda and self.device_solve
-        self._append_graphs: dict[tuple[int, int], tuple[Any, list[torch.Tensor]]] = {}
-        self._append_warm: set[tuple[int, int]] = set()
-        self.append_graph_failed = False
+        self._append_graphs = KeyedGraphs("append")  # per (N, queried rows)
+        self._append_inputs: dict[tuple[int, int], list[torch.Tensor | None]] = {}
         self._sqdist_host = torch.zeros(t0, t0, dtype=torch.float64)
         self._ys_host = torch.zeros(t0, m, dtype=torch.float64)
         self._drift = self._spread = 0.0
@@ -395,7 +415,7 @@ class KernelGradientEstimator:
             self.a.zero_()
         k = 0 if queried is None or self.mode != "gp" else min(queried.shape[0], n)
         q = queried[:k].to(self.dtype) if queried is not None and k else None
-        if self.graph_append and self.count > 0 and not self.append_graph_failed:
+        if self.graph_append and self.count > 0:
             self._append_graphed(points, grads, q, (n, k))
         else:
             self._append_device(points, grads, q)
@@ -453,38 +473,25 @@ class KernelGradientEstimator:
         queried: torch.Tensor | None,
         key: tuple[int, int],
     ) -> None:
-        """:meth:`_append_device` replayed from a CUDA graph per ``key = (N, k)``: the first
-        call for a key runs eagerly (warm-up), the second captures (capture does not run the
-        kernels) and replays; a capture failure means eager appends from then on (logged
-        once)."""
-        entry = self._append_graphs.get(key)
-        if entry is None and key not in self._append_warm:
-            self._append_warm.add(key)
-            self._append_device(points, grads, queried)
-            return
-        if entry is None:
-            inputs = [points.clone(), grads.clone()]
-            if queried is not None:
-                inputs.append(queried.clone())
-            try:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    self._append_device(
-                        inputs[0], inputs[1], inputs[2] if queried is not None else None
-                    )
-            except Exception as err:  # any capture failure: eager from now on
-                self.append_graph_failed = True
-                log.warning("optex: CUDA graph capture of append failed (%r); eager", err)
-                self._append_device(points, grads, queried)
-                return
-            entry = (graph, inputs)
-            self._append_graphs[key] = entry
-        replay, inputs = entry
-        inputs[0].copy_(points)
-        inputs[1].copy_(grads)
-        if queried is not None:
-            inputs[2].copy_(queried)
-        replay.replay()
+        """:meth:`_append_device` on static copies of its inputs (one set per ``key = (N,
+        k)``), replayed from a CUDA graph per key (:class:`KeyedGraphs`: eager the first
+        time, captured the second; eager from then on after a failed capture)."""
+        inputs = self._append_inputs.get(key)
+        if inputs is None:
+            inputs = [points.clone(), grads.clone(), None if queried is None else queried.clone()]
+            self._append_inputs[key] = inputs
+        else:
+            for static, value in zip(inputs, (points, grads, queried), strict=True):
+                if static is not None and value is not None:
+                    static.copy_(value)
+        p_in, g_in, q_in = inputs
+        assert p_in is not None and g_in is not None
+        self._append_graphs.run(key, lambda: self._append_device(p_in, g_in, q_in))
+
+    @property
+    def append_graph_failed(self) -> bool:
+        """A capture of :meth:`append` failed: appends run eagerly from then on."""
+        return self._append_graphs.failed
 
     def _upload_hyper(self, hyper: Hyper) -> None:
         """(squared lengthscale, relative noise) to the device in float64, without blocking
@@ -613,7 +620,7 @@ def validate_estimator_config(
     fit_coords: int,
     refit_every: int,
     mll_steps: int,
-    fit_lag: int = 2,
+    fit_lag: int,
 ) -> None:
     """Raise :class:`ConfigError` naming the key for any invalid estimator option."""
     where = "optimizer 'optex'"

@@ -36,6 +36,7 @@ from optkit_baselines.torch_optim import TorchOptimizer
 
 from optkit.interfaces import FirstOrderOptimizer
 from optkit_optex.estimator import KernelGradientEstimator
+from optkit_optex.graphs import KeyedGraphs
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,9 @@ class FlatProxy:
         self.graph_failed = False
         self.solve_in_graph = True  # the graph holds the estimator's device solve
         self.replays = 0
-        # The true step, graphed per (j, from_proxy) once warm: its gradient in a static
-        # buffer; eager after a failed capture (logged once).
+        # The true step, graphed per (j, from_proxy); its gradient in a static buffer.
         self.tgrad = torch.zeros_like(self.tslot)
-        self._true_graphs: dict[tuple[int, bool], Any] = {}
-        self._true_warm: set[tuple[int, bool]] = set()
-        self.true_graph_failed = False
+        self._true_graphs = KeyedGraphs("the true step")
 
     # ------------------------------------------------------------------------------ state
     def _tstate(self) -> dict[str, Any]:
@@ -233,31 +231,19 @@ class FlatProxy:
         ``(d,)`` tensor.
 
         With the proxy graph in use, the step is replayed from a CUDA graph per
-        ``(j, from_proxy)``: the first call for a key runs eagerly (it also creates lazy
-        state), the second captures and replays. The gradient enters through the static
-        buffer ``tgrad`` either way."""
+        ``(j, from_proxy)`` (:class:`~optkit_optex.graphs.KeyedGraphs`). The gradient enters
+        through the static buffer ``tgrad`` either way."""
         self.tgrad.copy_(grad)
-        key = (j, from_proxy)
-        graphed = self.use_graph and self.graph is not None and not self.true_graph_failed
-        if not graphed or (key not in self._true_graphs and key not in self._true_warm):
-            if graphed:
-                self._true_warm.add(key)
+        if self.use_graph and self.graph is not None:
+            self._true_graphs.run((j, from_proxy), lambda: self._true_body(j, from_proxy))
+        else:
             self._true_body(j, from_proxy)
-            return self.tslot.clone()
-        graph = self._true_graphs.get(key)
-        if graph is None:
-            try:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    self._true_body(j, from_proxy)
-            except Exception as err:  # any capture failure: eager from now on
-                self.true_graph_failed = True
-                log.warning("optex: CUDA graph capture of the true step failed (%r); eager", err)
-                self._true_body(j, from_proxy)
-                return self.tslot.clone()
-            self._true_graphs[key] = graph
-        graph.replay()
         return self.tslot.clone()
+
+    @property
+    def true_graph_failed(self) -> bool:
+        """A capture of the true step failed: it runs eagerly from then on."""
+        return self._true_graphs.failed
 
     def _true_body(self, j: int, from_proxy: bool) -> None:
         """The true step on static tensors (capturable): state from the proxy at ``j`` (with

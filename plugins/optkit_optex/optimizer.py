@@ -30,7 +30,7 @@ from optkit_baselines.torch_optim import TorchOptimizer
 from optkit.errors import ConfigError
 from optkit.interfaces import FirstOrderOptimizer, Objective, Optimizer, Params, StepInfo, Support
 from optkit.oracle import Oracle
-from optkit_optex.estimator import FitMode, KernelGradientEstimator, estimator_options
+from optkit_optex.estimator import DEFAULTS, FitMode, KernelGradientEstimator, estimator_options
 from optkit_optex.flat import Flattener
 from optkit_optex.fused import FlatProxy, flat_rule_supported
 
@@ -52,8 +52,8 @@ class OptExState:
     """Fused path: the params dict the last step returned and the flat ``(d,)`` tensor its
     values are views of (so the next step copies that tensor instead of concatenating)."""
     point_views: list[Params] | None = None
-    """Fused path: the N params dicts of views into the static ``proxy.P`` rows, built once
-    and handed to the oracle every iteration."""
+    """Fused path: the N params dicts of views into the static ``proxy.P`` rows, built with
+    the state and handed to the oracle every iteration."""
 
 
 class OptEx(Optimizer):
@@ -70,18 +70,18 @@ class OptEx(Optimizer):
         base: str = "adam",
         base_config: dict[str, Any] | None = None,
         parallelism: int = 5,
-        history: int = 50,
+        history: int = DEFAULTS.history,
         next_iterate: Literal["last", "best"] = "last",
         proxy_updates_state: bool = True,
-        kernel: str = "matern52",
-        fit: FitMode = "heuristic",
+        kernel: str = DEFAULTS.kernel,
+        fit: FitMode = DEFAULTS.fit,
         lengthscale: float | None = None,
         noise: float | None = None,
-        fit_coords: int = 128,
-        refit_every: int = 1,
-        fit_lag: int = 2,
-        mll_steps: int = 30,
-        seed: int = 0,
+        fit_coords: int = DEFAULTS.fit_coords,
+        refit_every: int = DEFAULTS.refit_every,
+        fit_lag: int = DEFAULTS.fit_lag,
+        mll_steps: int = DEFAULTS.mll_steps,
+        seed: int = DEFAULTS.seed,
         fused: bool = True,
         cuda_graph: bool = True,
         device_solve: bool | Literal["auto"] = "auto",
@@ -165,7 +165,8 @@ class OptEx(Optimizer):
                 save_states=self.next_iterate == "best" and self.proxy_updates_state,
                 cuda_graph=self.cuda_graph,
             )
-            return OptExState(None, estimator, flat, fused=proxy)
+            views = [flat.unflatten(proxy.P[s]) for s in range(self.parallelism)]
+            return OptExState(None, estimator, flat, fused=proxy, point_views=views)
         return OptExState(self.base.init(params), estimator, flat)
 
     def step(
@@ -189,8 +190,7 @@ class OptEx(Optimizer):
             proxy.run(est)
         else:
             proxy.P[1:].copy_(proxy.P[0].expand(n - 1, -1))
-        if state.point_views is None:
-            state.point_views = [flat.unflatten(proxy.P[s]) for s in range(n)]
+        assert state.point_views is not None  # built with the fused state
         evaluation = oracle.evaluate(state.point_views)
         losses = evaluation.losses.tolist()  # the GPU queue is drained by the oracle's check
         grads = flat.flatten_many(evaluation.grads)

@@ -33,7 +33,7 @@ from optkit_baselines.parallel import check_parallelism
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from optkit.errors import ConfigError
-from optkit_optex.estimator import FitMode, KernelGradientEstimator, estimator_options
+from optkit_optex.estimator import DEFAULTS, FitMode, KernelGradientEstimator, estimator_options
 
 
 class OptEx(torch.optim.Optimizer):
@@ -56,18 +56,18 @@ class OptEx(torch.optim.Optimizer):
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         base: type[torch.optim.Optimizer] = torch.optim.Adam,
         parallelism: int = 4,
-        history: int = 50,
+        history: int = DEFAULTS.history,
         next_iterate: Literal["last", "best"] = "last",
         proxy_updates_state: bool = True,
-        kernel: str = "matern52",
-        fit: FitMode = "heuristic",
+        kernel: str = DEFAULTS.kernel,
+        fit: FitMode = DEFAULTS.fit,
         lengthscale: float | None = None,
         noise: float | None = None,
-        fit_coords: int = 128,
-        refit_every: int = 1,
-        fit_lag: int = 2,
-        mll_steps: int = 30,
-        seed: int = 0,
+        fit_coords: int = DEFAULTS.fit_coords,
+        refit_every: int = DEFAULTS.refit_every,
+        fit_lag: int = DEFAULTS.fit_lag,
+        mll_steps: int = DEFAULTS.mll_steps,
+        seed: int = DEFAULTS.seed,
         **base_kwargs: Any,
     ) -> None:
         if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)) or issubclass(

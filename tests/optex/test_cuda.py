@@ -7,39 +7,28 @@ machine with ``python3 -m pytest tests/optex/test_cuda.py``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import pytest
 import torch
 
 from optkit.interfaces import Params
-from optkit.oracle import Oracle
-from optkit.registry import get_registry
+from optkit.testing import count_syncs
+
+from .test_fused import OptimizerRun
 
 pytestmark = [pytest.mark.optex, pytest.mark.gpu]
 
-REG = get_registry()
 CUDA = torch.device("cuda")
 
 
 def trajectory(
-    spec: dict[str, Any], device: torch.device, steps: int = 8, dim: int = 2000
+    spec: dict[str, Any], device: torch.device, steps: int = 8
 ) -> tuple[list[Params], Any]:
-    """Iterates of ``steps`` OptEx iterations on Rosenbrock(dim) on ``device`` and the final
+    """Iterates of ``steps`` OptEx iterations on Rosenbrock(2000) on ``device`` and the final
     optimizer state."""
-    objective = REG.create("objective", {"name": "rosenbrock", "dim": dim})
-    objective.prepare(device, torch.float32)
-    opt = REG.create("optimizer", spec)
-    gen = torch.Generator().manual_seed(1)
-    params = objective.init_params(gen)
-    state = opt.init(params)
-    oracle = Oracle(objective, REG.create("executor", {"name": "vmap"}), gen)
-    out = []
-    for _ in range(steps):
-        params, state, _ = opt.step(params, state, oracle)
-        out.append({k: v.detach().cpu().clone() for k, v in params.items()})
-    return out, state
+    run = OptimizerRun(spec, dim=2000, device=device)
+    return [run.step() for _ in range(steps)], run.state
 
 
 SPEC = {"name": "optex", "base": "adam", "base_config": {"lr": 0.01}, "parallelism": 8}
@@ -92,31 +81,9 @@ def test_cuda_iterates_match_the_cpu() -> None:
     _close(cpu, gpu, 1e-2)
 
 
-def _syncs(fn: Any) -> int:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            fn()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
-
-
 @pytest.mark.parametrize(("device_solve", "most"), [(False, 3), (True, 2)])
 def test_one_iteration_synchronises_at_most_a_few_times(device_solve: bool, most: int) -> None:
-    objective = REG.create("objective", {"name": "rosenbrock", "dim": 2000})
-    objective.prepare(CUDA, torch.float32)
-    opt = REG.create("optimizer", {**SPEC, "device_solve": device_solve})
-    gen = torch.Generator().manual_seed(1)
-    params = objective.init_params(gen)
-    state = opt.init(params)
-    oracle = Oracle(objective, REG.create("executor", {"name": "vmap"}), gen)
+    run = OptimizerRun({**SPEC, "device_solve": device_solve}, dim=2000, device=CUDA)
     for _ in range(6):
-        params, state, _ = opt.step(params, state, oracle)
-    box = [params, state]
-
-    def step() -> None:
-        box[0], box[1], _ = opt.step(box[0], box[1], oracle)
-
-    assert _syncs(step) <= most
+        run.advance()
+    assert count_syncs(run.advance) <= most

@@ -136,7 +136,7 @@ def test_append_graph_capture_failure_falls_back_to_eager_once(
         est.graph_append = graphs
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(25, generator=gen)
-        with caplog.at_level(logging.WARNING, logger="optkit_optex.estimator"):
+        with caplog.at_level(logging.WARNING, logger="optkit_optex"):
             for it in range(6):
                 est.begin(x)
                 pts = x + 0.1 * torch.randn(3, 25, generator=gen).cumsum(0)

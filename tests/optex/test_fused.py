@@ -15,6 +15,7 @@ from optkit.oracle import Oracle
 from optkit.registry import get_registry
 
 REG = get_registry()
+CPU = torch.device("cpu")
 
 
 class TwoTensorLeastSquares(Objective):
@@ -43,22 +44,49 @@ class TwoTensorLeastSquares(Objective):
         return {"loss": float(self.loss(params, None))}
 
 
+class OptimizerRun:
+    """The optimizer of ``spec`` on ``objective`` (default: ``fn`` in ``dim`` dimensions) on
+    ``device``, float32, seed 1, the vmap executor."""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        objective: Objective | None = None,
+        *,
+        fn: str = "rosenbrock",
+        dim: int = 60,
+        device: torch.device = CPU,
+    ) -> None:
+        if objective is None:
+            objective = REG.create("objective", {"name": fn, "dim": dim})
+        objective.prepare(device, torch.float32)
+        self.opt = REG.create("optimizer", spec)
+        gen = torch.Generator().manual_seed(1)
+        self.params = objective.init_params(gen)
+        self.state = self.opt.init(self.params)
+        self.oracle = Oracle(objective, REG.create("executor", {"name": "vmap"}), gen)
+
+    def advance(self) -> None:
+        """One iteration."""
+        self.params, self.state, _ = self.opt.step(self.params, self.state, self.oracle)
+
+    def step(self) -> Params:
+        """One iteration; a host copy of the new params."""
+        self.advance()
+        return {k: v.detach().cpu().clone() for k, v in self.params.items()}
+
+
 def trajectory(
-    spec: dict[str, Any], objective: Objective | None = None, fn: str = "rosenbrock"
+    spec: dict[str, Any],
+    objective: Objective | None = None,
+    fn: str = "rosenbrock",
+    *,
+    steps: int = 7,
+    dim: int = 60,
+    device: torch.device = CPU,
 ) -> list[Params]:
-    if objective is None:
-        objective = REG.create("objective", {"name": fn, "dim": 60})
-    objective.prepare(torch.device("cpu"), torch.float32)
-    opt = REG.create("optimizer", spec)
-    gen = torch.Generator().manual_seed(1)
-    params = objective.init_params(gen)
-    state = opt.init(params)
-    oracle = Oracle(objective, REG.create("executor", {"name": "vmap"}), gen)
-    out = []
-    for _ in range(7):
-        params, state, _ = opt.step(params, state, oracle)
-        out.append({k: v.clone() for k, v in params.items()})
-    return out
+    run = OptimizerRun(spec, objective, fn=fn, dim=dim, device=device)
+    return [run.step() for _ in range(steps)]
 
 
 @pytest.mark.parametrize(
