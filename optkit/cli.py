@@ -26,15 +26,13 @@ from optkit.errors import OptkitError
 EXIT_INPUT_ERROR = 2
 
 
-def _registry():  # type: ignore[no-untyped-def]
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List every registration, exit 0 even with clashes (flagged) or failed plugins: this is
+    the diagnostic that shows what ``run`` and ``check`` would refuse."""
     from optkit.registry import get_registry
 
-    return get_registry()
-
-
-def cmd_plugins(args: argparse.Namespace) -> int:
-    registry = _registry()
-    entries = registry.entries()
+    registry = get_registry(allow_clashes=True)
+    listing = registry.listing()
     if args.json:
         payload = {
             "plugins": [
@@ -46,22 +44,37 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                     "version": e.source.version,
                     "class": f"{e.cls.__module__}.{e.cls.__qualname__}",
                     "summary": e.cls.summary,
+                    "clash": clash is not None,
                 }
-                for e in entries
+                for e, clash in listing
             ],
             "failed": [vars(f) for f in registry.failed],
+            "clashes": [
+                {"kind": c.kind, "name": c.name, "claims": list(c.claims), "message": str(c)}
+                for c in registry.clashes
+            ],
+            "unknown_hooks": [{**vars(u), "message": str(u)} for u in registry.unknown_hooks],
         }
         print(json.dumps(payload, indent=2))
         return 0
-    width = max((len(e.name) for e in entries), default=4)
+    width = max((len(e.name) for e, _ in listing), default=4)
     for kind in ("objective", "optimizer", "hyperoptimizer", "executor"):
-        group = [e for e in entries if e.kind == kind]
+        group = [(e, c) for e, c in listing if e.kind == kind]
         if not group:
             continue
         print(f"{kind}s:")
-        for e in group:
+        for e, clash in group:
             source = f"{e.source.distribution} {e.source.version} [{e.source.plugin}]"
-            print(f"  {e.name:<{width}}  {source:<28}  {e.cls.summary}")
+            flag = "  CLASH" if clash is not None else ""
+            print(f"  {e.name:<{width}}  {source:<28}  {e.cls.summary}{flag}")
+    if registry.clashes:
+        print("name clashes (run and check refuse until one is uninstalled or renamed):")
+        for c in registry.clashes:
+            print(f"  {c}")
+    if registry.unknown_hooks:
+        print("functions that are never called:")
+        for u in registry.unknown_hooks:
+            print(f"  {u}")
     if registry.failed:
         print("failed to load:")
         for f in registry.failed:

@@ -10,7 +10,7 @@ from optkit import plugins as plugin_loader
 from optkit.config import validate_config
 from optkit.errors import PluginError
 from optkit.interfaces import KINDS, Plugin
-from optkit.plugins import Entry, FailedPlugin, LoadedPlugins
+from optkit.plugins import Clash, Entry, FailedPlugin, LoadedPlugins, UnknownHook
 
 
 class Registry:
@@ -26,9 +26,40 @@ class Registry:
     def failed(self) -> list[FailedPlugin]:
         return list(self._loaded.failed)
 
+    @property
+    def clashes(self) -> list[Clash]:
+        """Names claimed by more than one plugin (see :meth:`check_clashes`)."""
+        return list(self._loaded.clashes)
+
+    @property
+    def unknown_hooks(self) -> list[UnknownHook]:
+        """Plugin functions that are never called (misspelled or unmarked hooks)."""
+        return list(self._loaded.unknown_hooks)
+
+    def check_clashes(self) -> None:
+        """Raise :class:`PluginError` naming both sources of every clash, if there is one.
+
+        ``run`` and ``check`` (everything that goes through :func:`get_registry`) refuse a
+        registry with clashes: which class a name means would depend on load order.
+        """
+        if self._loaded.clashes:
+            raise PluginError(_clash_message(self._loaded.clashes))
+
     def entries(self, kind: str | None = None) -> list[Entry]:
         kinds = [kind] if kind else list(KINDS)
         return [e for k in kinds for e in sorted(self._loaded.entries[k].values(), key=_key)]
+
+    def listing(self) -> list[tuple[Entry, Clash | None]]:
+        """Every registered class, clashing ones included, each with its clash (or ``None``);
+        by kind, then name. For ``optkit plugins``, which lists everything."""
+        clash_of = {(c.kind, c.name): c for c in self._loaded.clashes}
+        out: list[tuple[Entry, Clash | None]] = []
+        for kind in KINDS:
+            for entry in sorted(self._loaded.entries[kind].values(), key=_key):
+                clash = clash_of.get((kind, entry.name))
+                others = clash.entries if clash is not None else (entry,)
+                out.extend((e, clash) for e in others)
+        return out
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._loaded.entries[kind])
@@ -36,6 +67,9 @@ class Registry:
     def entry(self, kind: str, name: str) -> Entry:
         if kind not in KINDS:
             raise PluginError(f"unknown plugin kind '{kind}'; valid: {', '.join(KINDS)}")
+        for clash in self._loaded.clashes:
+            if clash.kind == kind and clash.name == name:
+                raise PluginError(_clash_message([clash]))
         found = self._loaded.entries[kind].get(name)
         if found is None:
             names = self.names(kind)
@@ -74,14 +108,28 @@ def _key(entry: Entry) -> str:
     return entry.name
 
 
+def _clash_message(clashes: list[Clash]) -> str:
+    return (
+        "; ".join(str(c) for c in clashes)
+        + ". optkit will not guess which one a task means: uninstall or rename one"
+        " (`optkit plugins` lists every registration, clashes flagged)."
+    )
+
+
 _REGISTRY: Registry | None = None
 
 
-def get_registry(*, reload: bool = False) -> Registry:
-    """The process-wide registry, loading entry points on first use."""
+def get_registry(*, reload: bool = False, allow_clashes: bool = False) -> Registry:
+    """The process-wide registry, loading entry points on first use.
+
+    Raises :class:`PluginError` naming both sources when two plugins claim one name, unless
+    ``allow_clashes`` (``optkit plugins``, the diagnostic, lists them instead).
+    """
     global _REGISTRY
     if _REGISTRY is None or reload:
         _REGISTRY = Registry(plugin_loader.load())
+    if not allow_clashes:
+        _REGISTRY.check_clashes()
     return _REGISTRY
 
 
