@@ -16,6 +16,7 @@ from optkit.registry import Registry
 from optkit.results import load_rows
 from optkit.runner import Progress, RunSummary, quiet, run_task, stderr_progress
 from optkit.tasks import Task, load_task
+from optkit.wording import API
 
 
 def run(
@@ -30,7 +31,13 @@ def run(
     """Run a task (a :class:`Task`, a TOML path or a dict) into ``out``; see ``optkit run``.
 
     ``progress=True`` prints per-cell progress to stderr (the CLI does); a callable receives
-    the messages.
+    the messages. ``resume=True`` needs ``out`` (the directory to finish). Errors name these
+    keywords (``out=``, ``resume=True``), not the command line's flags.
+
+    Raises:
+        OptkitError: the task or ``out`` is wrong, another process writes ``out`` (its
+            :class:`~optkit.errors.ResultsError` names it), or the machine stops the run
+            (:class:`~optkit.errors.EnvironmentProblem`: a full disk, a missing package).
     """
     if not isinstance(task, Task):
         task = load_task(task, overrides)
@@ -39,7 +46,7 @@ def run(
     sink: Progress = (
         stderr_progress if progress is True else quiet if progress is False else progress
     )
-    return run_task(task, out, resume=resume, registry=registry, progress=sink)
+    return run_task(task, out, resume=resume, registry=registry, progress=sink, words=API)
 
 
 __all__ = ["load_rows", "load_task", "run"]

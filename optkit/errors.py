@@ -25,3 +25,8 @@ class ResultsError(OptkitError):
 
 class DataError(OptkitError):
     """A data artifact is missing, unreachable or corrupt."""
+
+
+class EnvironmentProblem(OptkitError):
+    """The machine, not the input: an output location that cannot be written (permissions,
+    a full disk), a missing optional package. Printed as one paragraph saying what to do."""

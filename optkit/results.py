@@ -8,7 +8,11 @@ Write discipline, so that a killed run never leaves a half-written result:
   ignores and :meth:`RunDirectory.prepare_resume` removes;
 * a cell is *complete* once its ``end`` row is written; ``--resume`` drops the rows of
   incomplete cells (keeping finished hyperoptimizer trials, which resume from them) and runs
-  only the missing cells.
+  only the missing cells;
+* one process writes a run directory at a time: :meth:`RunDirectory.create` takes its lock
+  (:mod:`optkit.runlock`) and refuses a second writer, naming it;
+* an ``OSError`` while writing (no permission, a full disk) is an
+  :class:`~optkit.errors.EnvironmentProblem` naming the path, not a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from optkit.envproblems import writing
 from optkit.errors import ResultsError
+from optkit.runlock import LOCK_FILE, LOCK_FILES, RunLock
+from optkit.wording import CLI, Words
 
 MANIFEST = "manifest.json"
 ROWS = "results.jsonl"
@@ -47,11 +54,15 @@ FIRST_COLUMNS = [
 
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave the old file, not a partial one
+        raise
 
 
 def _json_default(value: Any) -> Any:
@@ -73,8 +84,10 @@ def encode_row(row: dict[str, Any]) -> str:
 class RunDirectory:
     """The files of one task's run. Construct with :meth:`create`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, words: Words = CLI) -> None:
         self.path = path
+        self.words = words
+        self.lock: RunLock | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -86,38 +99,69 @@ class RunDirectory:
 
     @classmethod
     def create(
-        cls, path: str | Path, task_name: str, fingerprint: str, resume: bool
+        cls,
+        path: str | Path,
+        task_name: str,
+        fingerprint: str,
+        resume: bool,
+        words: Words = CLI,
     ) -> RunDirectory:
-        """Open ``path`` for a task, refusing a directory that holds something else.
+        """Open ``path`` for a task and take its lock; refuse a directory that holds something
+        else, or that another process is writing. Call :meth:`close` when done.
+
+        Every refusal comes before anything is written (the directory is created only once
+        the checks pass).
 
         Raises:
             ResultsError: ``path`` holds another task's results, or this task's results without
-                ``resume``, or is a non-empty directory that is not a run directory.
+                ``resume``, or is a non-empty directory that is not a run directory, or another
+                process holds its lock (named by pid and host).
+            EnvironmentProblem: ``path`` cannot be created or written.
         """
         path = Path(path)
-        run = cls(path)
+        run = cls(path, words)
+        if not (path / LOCK_FILE).is_file():  # a directory another process writes is named so
+            run.check(task_name, fingerprint, resume)
+        with writing(path, words):
+            path.mkdir(parents=True, exist_ok=True)
+        run.lock = RunLock(path, words).acquire()
+        try:
+            run.check(task_name, fingerprint, resume)  # again: another writer may just have left
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def check(self, task_name: str, fingerprint: str, resume: bool) -> None:
+        """Whether this task may write here (writes nothing); see :meth:`create`."""
+        path, out = self.path, self.words.out_is(self.path)
         if path.exists() and not path.is_dir():
-            raise ResultsError(f"--out {path}: exists and is not a directory")
-        if run.manifest_path.exists():
-            manifest = run.manifest()
+            raise ResultsError(f"{out}: exists and is not a directory")
+        if self.manifest_path.exists():
+            manifest = self.manifest()
             if manifest.get("fingerprint") != fingerprint:
                 raise ResultsError(
-                    f"--out {path} holds the results of task '{manifest.get('task_name')}'"
+                    f"{out} holds the results of task '{manifest.get('task_name')}'"
                     f" (fingerprint {manifest.get('fingerprint')}), not of this task"
-                    f" '{task_name}' ({fingerprint}). Choose another --out directory."
+                    f" '{task_name}' ({fingerprint}). Choose another {self.words.out} directory."
                 )
             if not resume:
                 raise ResultsError(
-                    f"--out {path} already holds results of task '{task_name}'. Pass --resume"
-                    " to finish its missing cells, or choose another --out directory."
+                    f"{out} already holds results of task '{task_name}'. Pass"
+                    f" {self.words.resume} to finish its missing cells, or choose another"
+                    f" {self.words.out} directory."
                 )
-        elif path.exists() and any(path.iterdir()):
+        elif path.is_dir() and any(p.name not in LOCK_FILES for p in path.iterdir()):
             raise ResultsError(
-                f"--out {path} is a non-empty directory without {MANIFEST}: not an optkit run"
+                f"{out} is a non-empty directory without {MANIFEST}: not an optkit run"
                 " directory. Choose an empty or new directory."
             )
-        path.mkdir(parents=True, exist_ok=True)
-        return run
+
+    def close(self) -> None:
+        """Release the lock taken by :meth:`create` (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def manifest(self) -> dict[str, Any]:
         try:
@@ -126,16 +170,17 @@ class RunDirectory:
             raise ResultsError(f"{self.manifest_path}: unreadable manifest ({exc})") from None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write_text(
-            self.manifest_path, json.dumps(manifest, indent=2, default=_json_default) + "\n"
-        )
+        with writing(self.manifest_path, self.words):
+            atomic_write_text(
+                self.manifest_path, json.dumps(manifest, indent=2, default=_json_default) + "\n"
+            )
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         """Append rows; each line goes out in a single write."""
-        with open(self.rows_path, "a", encoding="utf-8") as handle:
+        with writing(self.rows_path, self.words), open(self.rows_path, "a", encoding="utf-8") as f:
             for row in rows:
-                handle.write(encode_row(row))
-                handle.flush()
+                f.write(encode_row(row))
+                f.flush()
 
     def rows(self) -> list[dict[str, Any]]:
         """All whole rows (a partial last line from a killed run is ignored)."""
@@ -162,7 +207,8 @@ class RunDirectory:
         rows = self.rows()
         done = {r["cell"] for r in rows if r.get("event") == "end"}
         kept = [r for r in rows if r.get("cell") in done or r.get("event") == "trial"]
-        atomic_write_text(self.rows_path, "".join(encode_row(r) for r in kept))
+        with writing(self.rows_path, self.words):
+            atomic_write_text(self.rows_path, "".join(encode_row(r) for r in kept))
         return kept
 
     def export_csv(self) -> Path:
@@ -181,7 +227,8 @@ class RunDirectory:
                 {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
             )
         target = self.path / CSV
-        atomic_write_text(target, buffer.getvalue())
+        with writing(target, self.words):
+            atomic_write_text(target, buffer.getvalue())
         return target
 
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from optkit import environment
-from optkit.errors import ConfigError, DivergenceError, OptkitError
+from optkit.errors import ConfigError, DivergenceError, EnvironmentProblem, OptkitError
 from optkit.interfaces import (
     Executor,
     HyperContext,
@@ -38,11 +38,11 @@ from optkit.interfaces import (
     TrialResult,
 )
 from optkit.oracle import Oracle
+from optkit.progress import MatrixProgress, Progress
 from optkit.registry import Registry, get_registry
 from optkit.results import RunDirectory
-from optkit.tasks import Budget, Cell, Task, check_task
-
-Progress = Callable[[str], None]
+from optkit.tasks import Budget, Cell, CheckReport, Task, check_task
+from optkit.wording import CLI, Words
 
 
 def stderr_progress(message: str) -> None:
@@ -189,6 +189,7 @@ class CellRunner:
             "label": cell.label,
             "hyperoptimizer": cell.hyperoptimizer.name if cell.hyperoptimizer else None,
             "seed": cell.seed,
+            "phase": cell.phase,
         }
 
     def emit(self, cell: Cell, row: dict[str, Any]) -> None:
@@ -213,7 +214,11 @@ class CellRunner:
         final: dict[str, Any] = {}
         executor: Executor | None = None
         try:
-            if cell.hyperoptimizer is None:
+            if cell.phase == "tuning":  # a search of the [tuning] phase (optkit.tuning)
+                from optkit.tuning import run_search
+
+                final = run_search(self, cell, previous_rows)  # type: ignore[arg-type]
+            elif cell.hyperoptimizer is None:
                 objective, optimizer, executor = self.build(cell)
                 final = run_loop(
                     objective,
@@ -234,6 +239,8 @@ class CellRunner:
             else:
                 # the hyperoptimizer builds its inner problems itself (no idle model copy)
                 final = self.run_hyper_cell(cell, previous_rows)
+        except EnvironmentProblem:
+            raise  # the machine, not this cell: stop the run (finished cells are kept)
         except DivergenceError as exc:
             status, error = "diverged", str(exc)
         except OptkitError as exc:
@@ -302,6 +309,8 @@ class CellRunner:
                     None,
                     time.perf_counter() - start,
                 )
+            except EnvironmentProblem:
+                raise
             except (OptkitError, RuntimeError, ValueError) as exc:
                 result = TrialResult(
                     dict(overrides),
@@ -453,6 +462,7 @@ def run_task(
     progress: Progress = stderr_progress,
     cells_on: str = "local",
     ray_address: str | None = None,
+    words: Words = CLI,
 ) -> RunSummary:
     """Check the task, then run every missing cell into ``out``.
 
@@ -461,14 +471,43 @@ def run_task(
     cell finishes, so ``resume`` works the same way.
 
     Everything that can be wrong with the input (unknown plugins, bad config, no runnable
-    cell, an ``out`` directory holding something else) raises before anything is written.
+    cell, ``resume`` without ``out``, an ``out`` directory holding something else or being
+    written by another process) raises before anything is written. ``words`` names the
+    caller's flags in those messages (the CLI's ``--out`` or the API's ``out=``).
+
+    The run directory is locked while this runs (:mod:`optkit.runlock`).
     """
     if cells_on not in ("local", "ray"):
         raise ConfigError(f"cells can run 'local' or on 'ray', not '{cells_on}'")
+    if resume and out is None:
+        raise ConfigError(
+            f"{words.resume} finishes the missing cells of an existing run directory: name it"
+            f" with {words.out} (without {words.out}, a run writes a new timestamped directory)."
+        )
     registry = registry or get_registry()
     report = check_task(task, registry)
     out_path = Path(out) if out is not None else default_out(task)
-    run = RunDirectory.create(out_path, task.name, task.fingerprint, resume)
+    run = RunDirectory.create(out_path, task.name, task.fingerprint, resume, words)
+    try:
+        if run.lock is not None and run.lock.note:
+            print(f"optkit: note: {run.lock.note}", file=sys.stderr, flush=True)
+        return _run_locked(task, run, report, resume, registry, progress, cells_on, ray_address)
+    finally:
+        run.close()
+
+
+def _run_locked(
+    task: Task,
+    run: RunDirectory,
+    report: CheckReport,
+    resume: bool,
+    registry: Registry,
+    progress: Progress,
+    cells_on: str,
+    ray_address: str | None,
+) -> RunSummary:
+    """The body of :func:`run_task` once the run directory is checked and locked."""
+    out_path = run.path
     summary = RunSummary(out=out_path)
     summary.cells_skipped = [(c.key, reason) for c, reason in report.skipped]
     for cell, reason in report.skipped:
@@ -485,18 +524,27 @@ def run_task(
     if summary.cells_resumed:
         progress(f"resume: {summary.cells_resumed} cells already done, {len(todo)} to run")
     t0 = time.perf_counter()
-    if cells_on == "ray":
-        run_cells_remotely(task, todo, kept, run, summary, progress, ray_address)
-    else:
-        for number, cell in enumerate(todo, 1):
+
+    def run_cells(cells: list[Cell]) -> None:
+        if cells_on == "ray":
+            run_cells_remotely(task, cells, kept, run, summary, progress, ray_address)
+            return
+        lines = MatrixProgress(len(cells), progress)
+        for number, cell in enumerate(cells, 1):
+            lines.start(number, cell.key)
             cell_start = time.perf_counter()
             previous = [r for r in kept if r.get("cell") == cell.key]
             ok, outcome = runner.run_cell(cell, previous)
             summary.cells_run += 1
             if not ok:
                 summary.cells_failed.append(cell.key)
-            secs = time.perf_counter() - cell_start
-            progress(f"[{number}/{len(todo)}] {cell.key}: {outcome} ({secs:.1f} s)")
+            lines.end(number, cell.key, outcome, time.perf_counter() - cell_start)
+
+    if task.tuning is not None:  # the searches run as cells first; measured cells take choices
+        from optkit.tuning import tuning_phase
+
+        todo = tuning_phase(task, report.runnable, todo, done, run, run_cells, summary, progress)
+    run_cells(todo)
     summary.wall_s = time.perf_counter() - t0
     run.export_csv()
     run.write_manifest(manifest_for(task, "complete", started, summary))
@@ -510,9 +558,10 @@ def run_cell_payload(payload: dict[str, Any]) -> list[dict[str, Any]]:
     The worker loads plugins from its own environment, exactly as the driver does.
     """
     from optkit.tasks import validate_task
+    from optkit.tuning import cell_from_payload
 
     task = validate_task(payload["task"], payload["source"])
-    cell = next(c for c in task.cells() if c.key == payload["cell"])
+    cell = cell_from_payload(task, payload)  # a measured cell (tuned or not) or a search
     sink = MemorySink()
     CellRunner(task, sink, get_registry(), quiet).run_cell(cell, payload["previous"])
     return sink.rows
@@ -532,12 +581,15 @@ def run_cells_remotely(
         from optkit_ray.cells import run_cells_on_ray
     except ImportError as exc:  # pragma: no cover - the ray plugin ships with optkit
         raise ConfigError(f"cells on Ray need the ray plugin and extra: {exc}") from None
+    from optkit.tuning import cell_payload
+
     payloads = [
         {
             "task": task.raw,
             "source": task.source,
             "cell": cell.key,
             "previous": [r for r in kept if r.get("cell") == cell.key],
+            **cell_payload(cell),
         }
         for cell in cells
     ]
