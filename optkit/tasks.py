@@ -27,10 +27,13 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from optkit.errors import ConfigError
 from optkit.registry import Registry, get_registry
+
+if TYPE_CHECKING:
+    from optkit.tuning_spec import TargetSpec, TuningSpec
 
 TOP_LEVEL_KEYS = {
     "name": "task name (string, required)",
@@ -47,6 +50,8 @@ TOP_LEVEL_KEYS = {
     "score": "metric a hyperoptimizer minimizes (default 'loss'; max-metrics are negated)",
     "device": "cpu | cuda | auto",
     "dtype": "float32 | float64 | bfloat16",
+    "tuning": "table: tune every optimizer the same way first (see optkit.tuning_spec)",
+    "target": "table: reference label or value, and the metric every method must reach",
 }
 BUDGET_KEYS = {
     "iterations": "number of optimizer iterations per cell (integer > 0)",
@@ -96,6 +101,8 @@ class Cell:
     optimizer: ComponentSpec
     seed: int
     hyperoptimizer: ComponentSpec | None = None
+    phase: ClassVar[str] = "measure"
+    """``"measure"``; a tuning search is a :class:`optkit.tuning.TuningCell` (``"tuning"``)."""
 
     @property
     def label(self) -> str:
@@ -125,6 +132,8 @@ class Task:
     dtype: str
     score: str
     raw: dict[str, Any] = field(repr=False)
+    tuning: TuningSpec | None = None
+    target: TargetSpec | None = None
 
     def cells(self) -> list[Cell]:
         """The matrix, objective-major, then hyperoptimizer, optimizer, seed."""
@@ -282,6 +291,11 @@ def validate_task(raw: dict[str, Any], source: str) -> Task:
         raise _fail(source, f"'score' must be a metric name (string), got {score!r}")
     if "description" in raw and not isinstance(raw["description"], str):
         raise _fail(source, "'description' must be a string")
+    from optkit.tuning_spec import parse_target, parse_tuning
+
+    tuning = parse_tuning(raw["tuning"], seeds, budget, source) if "tuning" in raw else None
+    labels = [o.label for o in optimizers]
+    target = parse_target(raw["target"], labels, source) if "target" in raw else None
     return Task(
         name=name,
         source=source,
@@ -295,6 +309,8 @@ def validate_task(raw: dict[str, Any], source: str) -> Task:
         dtype=dtype,
         score=score,
         raw=raw,
+        tuning=tuning,
+        target=target,
     )
 
 
@@ -407,6 +423,10 @@ def check_task(task: Task, registry: Registry | None = None) -> CheckReport:
     if not runnable:
         why = "; ".join(sorted({r for _, r in skipped}))
         raise ConfigError(f"{task.source}: no runnable cell in the matrix ({why})")
+    if task.tuning is not None or task.target is not None:
+        from optkit.tuning_spec import check_comparison
+
+        check_comparison(task, objectives, registry)
     return CheckReport(runnable, skipped)
 
 

@@ -16,7 +16,15 @@ from typing import Any, ClassVar
 import torch
 
 from optkit.errors import ConfigError, PluginError
-from optkit.interfaces import FirstOrderOptimizer, Objective, Optimizer, Params, StepInfo, Support
+from optkit.interfaces import (
+    BASE_RULE_ALIASES,
+    FirstOrderOptimizer,
+    Objective,
+    Optimizer,
+    Params,
+    StepInfo,
+    Support,
+)
 from optkit.oracle import Oracle
 
 
@@ -61,6 +69,8 @@ def check_parallelism(parallelism: int, owner: str) -> None:
 class ParallelBaseline(Optimizer):
     """Common part of the N-worker baselines: a registered first-order ``base`` rule (with its
     ``base_config``) and the number of workers N; subclasses define one iteration."""
+
+    hyper_aliases: ClassVar[dict[str, str]] = BASE_RULE_ALIASES
 
     def __init__(
         self,

@@ -28,7 +28,15 @@ from optkit_baselines.parallel import build_base, check_parallelism
 from optkit_baselines.torch_optim import TorchOptimizer
 
 from optkit.errors import ConfigError
-from optkit.interfaces import FirstOrderOptimizer, Objective, Optimizer, Params, StepInfo, Support
+from optkit.interfaces import (
+    BASE_RULE_ALIASES,
+    FirstOrderOptimizer,
+    Objective,
+    Optimizer,
+    Params,
+    StepInfo,
+    Support,
+)
 from optkit.oracle import Oracle
 from optkit_optex.estimator import DEFAULTS, FitMode, KernelGradientEstimator, estimator_options
 from optkit_optex.flat import Flattener
@@ -63,6 +71,7 @@ class OptEx(Optimizer):
     summary: ClassVar[str] = (
         "OptEx: N-1 proxy steps on kernel-estimated gradients + one parallel round of N"
     )
+    hyper_aliases: ClassVar[dict[str, str]] = BASE_RULE_ALIASES
 
     def __init__(
         self,

@@ -1,0 +1,370 @@
+"""The tuning phase of a task with ``[tuning]``: every optimizer tuned the same way, then measured.
+
+For each objective and each optimizer of the task (those with a runnable measured cell), one
+*search* (a :class:`TuningCell`, key ``objective|label|tuning``) runs the task's
+hyperoptimizer over the optimizer's resolved space (:mod:`optkit.tuning_spec`). Every search
+uses the same hyperoptimizer config, trial count, search seed (``tuning.seeds[0]``: random
+search draws the same plan for every optimizer), tuning seeds and per-trial budget. A trial
+trains the pairing once per tuning seed and is scored on the mean over those seeds of the final
+``tuning.score`` (negated for a metric the objective maximises, so lower is better).
+
+Searches are cells: they go through :meth:`optkit.runner.CellRunner.run_cell` and the same
+local loop or Ray distribution (``--executor ray``) as the measured cells, write rows with
+``phase = "tuning"`` (``trial`` rows with ``trial`` and ``trial_config``; an ``end`` row with
+``best_config``), and resume like hyperoptimizer cells (finished trials are kept). Once every
+search has ended, the choices go to ``tuning.json`` and each measured cell runs with its
+optimizer's chosen configuration (:class:`TunedCell`); the measured cells of an optimizer whose
+search failed (every trial failed) are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from optkit.errors import DivergenceError, OptkitError
+from optkit.interfaces import HyperContext, TrialResult
+from optkit.results import atomic_write_text
+from optkit.tasks import Cell, Task
+from optkit.tuning_spec import TuningSpec, plain_config, resolved_space
+
+if TYPE_CHECKING:
+    from optkit.results import RunDirectory
+    from optkit.runner import CellRunner, Progress, RunSummary
+
+TUNING_FILE = "tuning.json"
+
+
+@dataclass(frozen=True)
+class TuningCell(Cell):
+    """The search of one optimizer's configuration on one objective; ``seed`` is the search's
+    seed (``tuning.seeds[0]``)."""
+
+    phase: ClassVar[str] = "tuning"
+
+    @property
+    def key(self) -> str:
+        return f"{self.objective.label}|{self.label}|tuning"
+
+
+@dataclass(frozen=True)
+class TunedCell(Cell):
+    """A measured cell whose optimizer (and objective) specs carry the tuned overrides.
+
+    Attributes:
+        tuned: the dotted overrides applied (``{"optimizer.base_config.lr": 0.01}``), which
+            travel with the cell to a remote worker (:func:`cell_payload`).
+    """
+
+    tuned: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _tuning(task: Task) -> TuningSpec:
+    if task.tuning is None:
+        raise OptkitError(f"{task.source}: task '{task.name}' has no [tuning] section")
+    return task.tuning
+
+
+def tuning_cells(task: Task, runnable: Sequence[Cell]) -> list[TuningCell]:
+    """One search per (objective, optimizer) that has a runnable measured cell, task order."""
+    seed = _tuning(task).seeds[0]
+    seen: dict[tuple[str, str], TuningCell] = {}
+    for cell in runnable:
+        key = (cell.objective.label, cell.optimizer.label)
+        if key not in seen:
+            seen[key] = TuningCell(cell.objective, cell.optimizer, seed)
+    return list(seen.values())
+
+
+def tuned_cell(cell: Cell, overrides: Mapping[str, Any]) -> TunedCell:
+    """``cell`` with the dotted ``objective.`` / ``optimizer.`` overrides applied to its specs."""
+    from optkit.runner import apply_dotted
+
+    def apply(spec: Any, kind: str) -> Any:
+        full = apply_dotted(spec.spec(), kind, overrides)
+        config = {k: v for k, v in full.items() if k != "name"}
+        return dataclasses.replace(spec, config=config)
+
+    return TunedCell(
+        apply(cell.objective, "objective"),
+        apply(cell.optimizer, "optimizer"),
+        cell.seed,
+        cell.hyperoptimizer,
+        tuned=dict(overrides),
+    )
+
+
+def cell_payload(cell: Cell) -> dict[str, Any]:
+    """What a remote worker needs besides the task and the key: the tuned overrides."""
+    return {"tuned": dict(cell.tuned)} if isinstance(cell, TunedCell) else {}
+
+
+def cell_from_payload(task: Task, payload: Mapping[str, Any]) -> Cell:
+    """The cell a payload names: a measured cell (tuned when the payload says so) or a search."""
+    key = payload["cell"]
+    cells: list[Cell] = list(task.cells())
+    if task.tuning is not None:
+        cells += tuning_cells(task, task.cells())
+    cell = next((c for c in cells if c.key == key), None)
+    if cell is None:
+        raise OptkitError(f"{task.source}: task '{task.name}' has no cell '{key}'")
+    tuned = payload.get("tuned")
+    return tuned_cell(cell, tuned) if tuned else cell
+
+
+def _mean_metrics(finals: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    keys = set.intersection(*(set(f) for f in finals)) if finals else set()
+    out = {}
+    for key in sorted(keys):
+        values = [f[key] for f in finals]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = statistics.fmean(float(v) for v in values)
+    return out
+
+
+def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[str, Any]]) -> dict:
+    """Run one search (called by :meth:`CellRunner.run_cell`); returns its ``end`` row fields.
+
+    Raises:
+        OptkitError: every trial failed (the measured cells of this optimizer are skipped).
+    """
+    from optkit.runner import run_loop, score_of
+
+    task = runner.task
+    tuning = _tuning(task)
+    registry = runner.registry
+    optimizer_cls = registry.get("optimizer", cell.optimizer.name)
+    space = resolved_space(tuning, optimizer_cls)
+    where = f"{task.source}: tuning.hyperoptimizer (optimizer '{cell.optimizer.label}')"
+    hyper = registry.create(
+        "hyperoptimizer", {**tuning.hyperoptimizer.spec(), "space": space}, where
+    )
+    direction = runner.create_inner("objective", cell, {}).metric_direction()
+    direction = direction.get(tuning.score, "min")
+    previous = [r for r in previous_rows if r.get("event") == "trial"]
+    counter = [len(previous)]
+
+    def run_trial(overrides: Mapping[str, Any]) -> TrialResult:
+        start = time.perf_counter()
+        index = counter[0]
+        counter[0] += 1
+        status, error, finals = "ok", None, []
+        score, metrics = math.nan, {}
+        try:
+            objective = runner.create_inner("objective", cell, overrides)
+            objective.prepare(runner.device, runner.dtype)
+            executor = registry.create("executor", task.executor.spec(), task.executor.where)
+            executor.bind(objective)
+            try:
+                for seed in tuning.seeds:
+                    optimizer = runner.create_inner("optimizer", cell, overrides)
+                    finals.append(
+                        run_loop(objective, optimizer, executor, seed, tuning.budget, tuning.score)
+                    )
+            finally:
+                executor.close()
+            score = statistics.fmean(score_of(f, objective, tuning.score) for f in finals)
+            metrics = _mean_metrics(finals)
+        except DivergenceError as exc:
+            status, error = "diverged", f"seed {tuning.seeds[len(finals)]}: {exc}"
+        except (OptkitError, RuntimeError, ValueError) as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        if status == "ok" and not math.isfinite(score):
+            status, error = "diverged", f"score {tuning.score} = {score}"
+        result = TrialResult(dict(overrides), score, metrics, error, time.perf_counter() - start)
+        runner.emit(
+            cell,
+            {
+                "event": "trial",
+                "trial": index,
+                "trial_config": plain_config(tuning, optimizer_cls, overrides),
+                "trial_overrides": dict(overrides),
+                "score": score,
+                "score_metric": tuning.score,
+                "status": status,
+                "error": error,
+                "trial_wall_s": result.cost_s,
+                "tuning_seeds": list(tuning.seeds),
+                **metrics,
+            },
+        )
+        return result
+
+    completed = [
+        TrialResult(
+            dict(r.get("trial_overrides") or {}),
+            math.nan if r.get("score") is None else float(r["score"]),
+            {},
+            r.get("error"),
+            float(r.get("trial_wall_s") or 0.0),
+        )
+        for r in previous
+    ]
+    context = HyperContext(
+        objective_spec=cell.objective.spec(),
+        optimizer_spec=cell.optimizer.spec(),
+        budget=dict(vars(tuning.budget)),
+        seed=cell.seed,
+        generator=torch.Generator().manual_seed(cell.seed),
+        run_trial=run_trial,
+        create_objective=lambda o: runner.create_inner("objective", cell, o),
+        create_optimizer=lambda o: runner.create_inner("optimizer", cell, o),
+        record=lambda row: runner.emit(cell, {"event": "trace", **row}),
+        completed=completed,
+        device=runner.device,
+        dtype=runner.dtype,
+    )
+    result = hyper.optimize(context)
+    if not result.best_config or not math.isfinite(result.best_score):
+        first = next((t.error for t in result.trials if t.error), "no trial ran")
+        raise OptkitError(f"every one of the {len(result.trials)} trials failed (first: {first})")
+    return {
+        "best_config": plain_config(tuning, optimizer_cls, result.best_config),
+        "best_overrides": dict(result.best_config),
+        "best_score": result.best_score,
+        "score_metric": tuning.score,
+        "direction": direction,
+        "trials": len(result.trials),
+        "tuning_seeds": list(tuning.seeds),
+        **{k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))},
+    }
+
+
+@dataclass
+class Choice:
+    """The outcome of one search: the overrides to measure with, or why there are none."""
+
+    overrides: dict[str, Any] | None
+    record: dict[str, Any]
+    reason: str = ""
+
+
+def choices(task: Task, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Choice]:
+    """(objective label, optimizer label) -> :class:`Choice`, from the searches' rows."""
+    tuning = _tuning(task)
+    out: dict[tuple[str, str], Choice] = {}
+    for search in tuning_cells(task, task.cells()):
+        mine = [r for r in rows if r.get("cell") == search.key]
+        ends = [r for r in mine if r.get("event") == "end"]
+        if not ends:
+            continue
+        end = ends[-1]
+        trials = [
+            {
+                "trial": r.get("trial"),
+                "config": r.get("trial_config", {}),
+                "score": r.get(tuning.score),
+                "status": r.get("status", "ok" if r.get("error") is None else "failed"),
+            }
+            for r in mine
+            if r.get("event") == "trial"
+        ]
+        record: dict[str, Any] = {
+            "chosen": None,
+            "resolved": None,
+            "score": None,
+            "score_metric": tuning.score,
+            "direction": end.get("direction", "min"),
+            "status": end.get("status"),
+            "trials": trials,
+        }
+        key = (search.objective.label, search.optimizer.label)
+        if end.get("status") != "ok":
+            reason = f"tuning failed: {str(end.get('error') or end.get('status'))[:200]}"
+            out[key] = Choice(None, {**record, "error": reason}, reason)
+            continue
+        overrides = dict(end.get("best_overrides") or {})
+        best = end.get("best_score")
+        if best is not None and record["direction"] == "max":
+            best = -best
+        record.update(
+            chosen=end.get("best_config"),
+            resolved={k.removeprefix("optimizer."): v for k, v in overrides.items()},
+            score=best,
+        )
+        out[key] = Choice(overrides, record)
+    return out
+
+
+def write_tuning_json(
+    run: RunDirectory, task: Task, found: Mapping[tuple[str, str], Choice]
+) -> None:
+    """``tuning.json``: the choices per objective and label, and the protocol they came from."""
+    tuning = _tuning(task)
+    objectives: dict[str, dict[str, Any]] = {}
+    for (objective, label), choice in found.items():
+        objectives.setdefault(objective, {})[label] = choice.record
+    payload = {
+        "objectives": objectives,
+        "hyperoptimizer": tuning.hyperoptimizer.spec(),
+        "space": tuning.space,
+        "score": tuning.score,
+        "seeds": list(tuning.seeds),
+        "budget": {"iterations": tuning.budget.iterations, "time_s": tuning.budget.time_s},
+    }
+    atomic_write_text(run.path / TUNING_FILE, json.dumps(payload, indent=2) + "\n")
+
+
+def tuning_phase(
+    task: Task,
+    runnable: Sequence[Cell],
+    todo: Sequence[Cell],
+    done: set[str],
+    run: RunDirectory,
+    run_cells: Callable[[list[Cell]], None],
+    summary: RunSummary,
+    progress: Progress,
+) -> list[Cell]:
+    """Run the searches not yet ``done`` through ``run_cells`` (the runner's own cell loop or
+    its Ray distribution), write ``tuning.json`` and return the measured cells of ``todo``
+    with their optimizer's chosen configuration (the others are added to
+    ``summary.cells_skipped``)."""
+    tuning = _tuning(task)
+    searches = tuning_cells(task, runnable)
+    pending: list[Cell] = [c for c in searches if c.key not in done]
+    trials = tuning.hyperoptimizer.config.get("trials", "?")
+    progress(
+        f"tuning: {len(searches)} searches ({len(pending)} to run) x {trials} trials x"
+        f" {len(tuning.seeds)} seeds x {tuning.budget.iterations} iterations"
+        f" ({tuning.hyperoptimizer.name} on '{tuning.score}')"
+    )
+    start = time.perf_counter()
+    if pending:
+        run_cells(pending)
+    found = choices(task, run.rows())
+    write_tuning_json(run, task, found)
+    progress(f"tuning: done in {time.perf_counter() - start:.1f} s; choices in {TUNING_FILE}")
+    measured: list[Cell] = []
+    for cell in todo:
+        choice = found.get((cell.objective.label, cell.optimizer.label))
+        if choice is None or choice.overrides is None:
+            reason = choice.reason if choice is not None else "its tuning search did not end"
+            summary.cells_skipped.append((cell.key, reason))
+            progress(f"skip {cell.key}: {reason}")
+            continue
+        measured.append(tuned_cell(cell, choice.overrides))
+    return measured
+
+
+__all__ = [
+    "TUNING_FILE",
+    "Choice",
+    "TunedCell",
+    "TuningCell",
+    "cell_from_payload",
+    "cell_payload",
+    "choices",
+    "run_search",
+    "tuned_cell",
+    "tuning_cells",
+    "tuning_phase",
+    "write_tuning_json",
+]
