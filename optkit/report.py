@@ -1,9 +1,10 @@
 """Tables and convergence plots from a run directory (``optkit report DIR``).
 
 The table has one line per (objective, label): the final value of the chosen metric as mean
-and standard deviation over seeds, with counters. The figure has one panel per objective: the
-metric against the chosen x axis (sequential steps, gradient evaluations, wall-clock seconds
-or iterations), the mean over seeds as a line and the min-max over seeds as a band.
+and standard deviation over seeds, with counters. The figures (:mod:`optkit.figures`, one file
+per metric, one panel per objective) show the metric against the chosen x axis (sequential
+steps, gradient evaluations, wall-clock seconds or iterations): the mean over seeds as a line,
+the min-max over seeds as a band, diverged runs marked where they diverged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optkit.errors import ConfigError
+from optkit.figures import plot_metrics
 from optkit.results import atomic_write_text, load_rows
 
 X_AXES = ("sequential_steps", "grad_evals", "wall_s", "iteration")
@@ -77,29 +79,6 @@ def metrics_by_objective(rows: list[dict[str, Any]], metric: str | None) -> dict
         else:
             chosen[objective] = "loss"
     return chosen
-
-
-def curves(
-    rows: list[dict[str, Any]], metrics: dict[str, str], x: str
-) -> dict[tuple[str, str], dict[int, list[tuple[float, float]]]]:
-    """(objective, label) -> seed -> [(x, metric)] from eval rows (or trial rows for HPO)."""
-    out: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for row in rows:
-        metric = metrics.get(row.get("objective", ""), "loss")
-        value: Any
-        xv: Any
-        if row.get("event") == "trial" and metric == "score":
-            value, xv = row.get("score"), float(row.get("trial", 0)) + 1
-        elif row.get("event") == "eval":
-            value, xv = row.get(metric), row.get(x)
-        else:
-            continue
-        if value is None or xv is None:
-            continue
-        out[(row["objective"], row["label"])][row["seed"]].append((float(xv), float(value)))
-    return out
 
 
 def summarize(rows: list[dict[str, Any]], metrics: dict[str, str]) -> list[Line]:
@@ -216,65 +195,15 @@ def format_table(lines: list[Line]) -> str:
     return "\n".join(out)
 
 
-def plot(
-    rows: list[dict[str, Any]], metrics: dict[str, str], x: str, path: Path, title: str = ""
-) -> Path:
-    """Write the convergence figure (PNG): mean over seeds and a min-max band per label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    data = curves(rows, metrics, x)
-    objectives = sorted({obj for obj, _ in data})
-    if not objectives:
-        raise ConfigError(f"no metric values against '{x}' in these results to plot")
-    fig, axes = plt.subplots(
-        1, len(objectives), figsize=(5.2 * len(objectives), 3.8), squeeze=False
-    )
-    for ax, objective in zip(axes[0], objectives, strict=True):
-        positive = True
-        for (obj, label), per_seed in sorted(data.items()):
-            if obj != objective:
-                continue
-            grid = sorted({xv for series in per_seed.values() for xv, _ in series})
-            values = np.full((len(per_seed), len(grid)), np.nan)
-            for i, series in enumerate(per_seed.values()):
-                xs = np.array([p[0] for p in series])
-                ys = np.array([p[1] for p in series])
-                order = np.argsort(xs)
-                # each seed's curve, held constant after its last point (step interpolation)
-                idx = np.searchsorted(xs[order], grid, side="right") - 1
-                valid = idx >= 0
-                values[i, valid] = ys[order][idx[valid]]
-            mean = np.nanmean(values, axis=0)
-            lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-            positive = positive and bool(np.all(lo[np.isfinite(lo)] > 0))
-            (line,) = ax.plot(grid, mean, label=f"{label} (n={len(per_seed)})")
-            ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        if positive:
-            ax.set_yscale("log")
-        ax.set_title(objective)
-        metric = metrics[objective]
-        ax.set_xlabel("trial" if metric == "score" else x.replace("_", " "))
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
 def report(
     run_dir: str | Path, *, metric: str | None = None, x: str = "sequential_steps"
 ) -> tuple[str, Path]:
-    """Write ``report.md`` and ``<metric>-vs-<x>.png`` into ``run_dir``; return (table, figure)."""
+    """Write ``report.md`` and one ``<metric>-vs-<x>.png`` per metric shown into ``run_dir``.
+
+    Returns:
+        The table, and the figure of ``metric`` (else of the first objective's metric); every
+        figure is linked from ``report.md``.
+    """
     run_dir = Path(run_dir)
     rows = load_rows(run_dir)
     if not rows:
@@ -295,8 +224,9 @@ def report(
     metrics = metrics_by_objective(rows, metric)
     table = format_table(summarize(rows, metrics))
     task = rows[0].get("task", "")
-    names = sorted(set(metrics.values()))
-    stem = metric if metric is not None else (names[0] if len(names) == 1 else "metrics")
-    figure = plot(rows, metrics, x, run_dir / f"{stem}-vs-{x}.png", title=task)
-    atomic_write_text(run_dir / "report.md", f"# {task}\n\n{table}\n\n![{stem}]({figure.name})\n")
+    figures = plot_metrics(rows, metrics, x, run_dir, title=task)
+    chosen = [f for f in figures if metric is not None and f.name.startswith(f"{metric}-vs-")]
+    figure = (chosen or figures)[0]
+    links = "\n\n".join(f"![{f.stem}]({f.name})" for f in figures)
+    atomic_write_text(run_dir / "report.md", f"# {task}\n\n{table}\n\n{links}\n")
     return table, figure
