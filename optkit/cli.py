@@ -5,6 +5,8 @@
     optkit run TASK.toml [--out DIR] [--set KEY=VALUE ...] [--resume]
     optkit bench TASK.toml [--out DIR] [--resume] [--set KEY=VALUE ...]
     optkit report DIR [--metric NAME] [--x sequential_steps|grad_evals|wall_s|iteration]
+                      [--format table|json]
+    optkit diagnose noise TASK.toml [--sizes 8,32,128] [--draws 32] [--set KEY=VALUE ...]
     optkit data list | fetch NAME... | fetch --all
 
 Errors in the input (a bad task file, an unknown plugin, a results directory that holds
@@ -21,7 +23,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from optkit.errors import OptkitError
+from optkit.errors import ConfigError, OptkitError
 
 EXIT_INPUT_ERROR = 2
 
@@ -127,11 +129,37 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from optkit.comparisons import compare
+    from optkit.comparisons.table import format_comparison
     from optkit.report import report
 
+    if args.format == "json":  # stdout holds the JSON list only; nothing is written
+        rows = compare(args.dir, metric=args.metric).to_json()
+        print(json.dumps(rows, indent=2, allow_nan=False))
+        return 0
     table, figure = report(args.dir, metric=args.metric, x=args.x)
     print(table)
+    print()
+    print(format_comparison(compare(args.dir, metric=args.metric)))
     print(f"figure: {figure}")
+    return 0
+
+
+def cmd_diagnose_noise(args: argparse.Namespace) -> int:
+    from optkit.diagnose.noise import diagnose_noise, format_noise
+
+    sizes = None
+    if args.sizes:
+        try:
+            sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"--sizes: expected integers like 8,32,128, got '{args.sizes}'"
+            ) from None
+    reports = diagnose_noise(
+        _load(args), sizes=sizes, draws=args.draws, middle_iterations=args.middle_iterations
+    )
+    print(format_noise(reports))
     return 0
 
 
@@ -204,7 +232,36 @@ def build_parser() -> argparse.ArgumentParser:
         default="sequential_steps",
         help=f"figure x axis: {', '.join(X_AXES)} or any numeric column (e.g. episodes)",
     )
+    p.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table: print tables, write report.md and figures; json: print one JSON row per"
+        " (objective, method) with 95%% bootstrap CIs over seeds, write nothing",
+    )
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("diagnose", help="diagnose a task's training regime")
+    diagnose = p.add_subparsers(dest="diagnosis", required=True)
+    p = diagnose.add_parser(
+        "noise",
+        help="gradient noise scale B_simple of each objective, at the start and middle of"
+        " training, beside the task's batch size",
+    )
+    task_args(p)
+    p.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated batch sizes to measure (default: b/4, b, 4b of the task's b)",
+    )
+    p.add_argument("--draws", type=int, default=32, help="minibatches per size and point")
+    p.add_argument(
+        "--middle-iterations",
+        type=int,
+        default=None,
+        help="iterations of the first optimizer before the middle point (default: half budget)",
+    )
+    p.set_defaults(func=cmd_diagnose_noise)
 
     try:
         from optkit.data import cli as data_cli

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -151,6 +151,43 @@ class Objective(Plugin, abc.ABC):
     def metric_direction(self) -> dict[str, str]:
         """``{"metric": "min" | "max"}`` for the metrics of :meth:`evaluate` (default min)."""
         return {"loss": "min"}
+
+
+@runtime_checkable
+class SizedBatches(Protocol):
+    """Optional capability of an :class:`Objective`: minibatches of any chosen size.
+
+    ``optkit diagnose noise`` estimates the gradient noise scale from gradients at several
+    batch sizes, so it needs objectives with:
+
+    Attributes:
+        batch_size: the size :meth:`Objective.sample_batch` draws (the task's batch size), in
+            the objective's unit of one *example*: an image, a text window, one draw of
+            synthetic gradient noise.
+
+    and :meth:`sample_batch_of_size`. Contract: ``sample_batch(g, p)`` draws exactly what
+    ``sample_batch_of_size(g, p, batch_size)`` draws; examples are i.i.d. (drawn with
+    replacement), so a size-``b`` batch's gradient has covariance ``Sigma / b`` for the
+    per-example covariance ``Sigma``; batches of one size have one structure and leaf shapes
+    (vmap stacks them). Check with :func:`sized_batches`.
+    """
+
+    batch_size: int
+
+    def sample_batch_of_size(self, generator: torch.Generator, params: Params, size: int) -> Batch:
+        """A batch of ``size >= 1`` i.i.d. examples, drawn with ``generator`` only."""
+        ...
+
+
+def sized_batches(objective: Objective) -> Support:
+    """Whether ``objective`` implements :class:`SizedBatches`; the reason when it does not."""
+    if isinstance(objective, SizedBatches) and isinstance(objective.batch_size, int):
+        return Support.yes()
+    return Support.no(
+        f"objective '{objective.name}' ({type(objective).__qualname__}) cannot draw a batch of a"
+        " chosen size: it does not implement optkit.interfaces.SizedBatches (an int"
+        " `batch_size` and `sample_batch_of_size(generator, params, size)`)"
+    )
 
 
 # --------------------------------------------------------------------------------------------

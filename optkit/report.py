@@ -228,5 +228,23 @@ def report(
     chosen = [f for f in figures if metric is not None and f.name.startswith(f"{metric}-vs-")]
     figure = (chosen or figures)[0]
     links = "\n\n".join(f"![{f.stem}]({f.name})" for f in figures)
-    atomic_write_text(run_dir / "report.md", f"# {task}\n\n{table}\n\n{links}\n")
+    atomic_write_text(
+        run_dir / "report.md",
+        f"# {task}\n\n{table}\n\n{links}\n\n{comparison_section(run_dir, metric)}",
+    )
     return table, figure
+
+
+def comparison_section(run_dir: Path, metric: str | None) -> str:
+    """The part of ``report.md`` from :mod:`optkit.comparisons`: the table with 95% bootstrap
+    CIs and targets, and the performance profile (written beside it) for several objectives."""
+    from optkit.comparisons import compare
+    from optkit.comparisons.profile import plot_profile
+    from optkit.comparisons.table import format_comparison
+
+    comparison = compare(run_dir, metric=metric)
+    text = f"## Comparison over seeds\n\n{format_comparison(comparison)}\n"
+    profile = plot_profile(comparison, run_dir / "profile-steps_to_target.png")
+    if profile is not None:
+        text += f"\n![performance profile]({profile.name})\n"
+    return text

@@ -23,6 +23,8 @@ class SyntheticFunction(Objective):
 
     bounds: ClassVar[tuple[float, float]]
     vmappable: ClassVar[bool] = True
+    batch_size: ClassVar[int] = 1
+    """One noise draw per gradient evaluation (:class:`optkit.interfaces.SizedBatches`)."""
 
     def __init__(
         self,
@@ -73,10 +75,18 @@ class SyntheticFunction(Objective):
         return {"x": x.to(self.device)}
 
     def sample_batch(self, generator: torch.Generator, params: Params) -> torch.Tensor | None:
+        return self.sample_batch_of_size(generator, params, self.batch_size)
+
+    def sample_batch_of_size(
+        self, generator: torch.Generator, params: Params, size: int
+    ) -> torch.Tensor | None:
+        """The mean of ``size`` i.i.d. noise draws, ``N(0, noise^2 / size I_d)``, drawn as one
+        scaled normal (:class:`optkit.interfaces.SizedBatches`; one draw is one example)."""
         if self.noise == 0:
             return None
         xi = torch.randn(self.dim, generator=generator, dtype=self.dtype, device=generator.device)
-        return (self.noise * xi).to(self.device)
+        scale = self.noise if size == 1 else self.noise / math.sqrt(size)
+        return (scale * xi).to(self.device)
 
     def loss(self, params: Params, batch: torch.Tensor | None) -> torch.Tensor:
         x = params["x"]
