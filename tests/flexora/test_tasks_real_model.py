@@ -37,7 +37,7 @@ def test_every_flexora_task_file_validates(path: Path) -> None:
 
 
 def test_flexora_three_stages_on_real_model(tmp_path: Path) -> None:
-    rows = _run(str(TASKS / "flexora-strategyqa-cpu.toml"), tmp_path)
+    rows = _run(str(TASKS / "flexora-us_debates-cpu.toml"), tmp_path)
     search = [r for r in rows if r.get("stage") == "search"]
     assert len(search) == 2 and all(len(r["gates"]) == 30 for r in search)
     # gates move away from 1 once the LoRA step has made B non-zero
@@ -55,14 +55,14 @@ def test_flexora_three_stages_on_real_model(tmp_path: Path) -> None:
 
 
 def test_flexora_with_optex_as_inner_optimizer(tmp_path: Path) -> None:
-    rows = _run(str(TASKS / "flexora-strategyqa-optex-cpu.toml"), tmp_path)
+    rows = _run(str(TASKS / "flexora-us_debates-optex-cpu.toml"), tmp_path)
     end = next(r for r in rows if r["event"] == "end")
     assert end["optimizer"] == "optex" and end["num_selected"] == 4  # top_k = 4
     assert end["hypergradient"] == "finite_difference"
 
 
 def test_unrolled_needs_a_differentiable_inner_optimizer(tmp_path: Path) -> None:
-    raw = tomllib.loads((TASKS / "flexora-strategyqa-optex-cpu.toml").read_text())
+    raw = tomllib.loads((TASKS / "flexora-us_debates-optex-cpu.toml").read_text())
     raw["hyperoptimizer"]["hypergradient"] = "unrolled"
     summary = optkit.run(raw, out=tmp_path)
     assert summary.cells_failed
@@ -72,7 +72,7 @@ def test_unrolled_needs_a_differentiable_inner_optimizer(tmp_path: Path) -> None
 
 
 def test_adalora_and_lora_drop_baselines(tmp_path: Path) -> None:
-    raw = tomllib.loads((TASKS / "flexora-strategyqa-baselines-cpu.toml").read_text())
+    raw = tomllib.loads((TASKS / "flexora-us_debates-baselines-cpu.toml").read_text())
     raw["hyperoptimizer"]["methods"] = ["adalora", "lora_drop"]
     rows = _run(raw, tmp_path)
     end = next(r for r in rows if r["event"] == "end")
@@ -86,7 +86,7 @@ def test_adalora_and_lora_drop_baselines(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_all_baselines_cpu_task(tmp_path: Path) -> None:
-    rows = _run(str(TASKS / "flexora-strategyqa-baselines-cpu.toml"), tmp_path)
+    rows = _run(str(TASKS / "flexora-us_debates-baselines-cpu.toml"), tmp_path)
     end = next(r for r in rows if r["event"] == "end")
     for method in ("lora", "dora", "rslora", "adalora", "lora_drop", "random"):
         assert 0.0 <= end[f"{method}_test_accuracy"] <= 1.0
@@ -94,7 +94,7 @@ def test_all_baselines_cpu_task(tmp_path: Path) -> None:
 
 
 def _objective(**config: Any) -> Any:
-    spec = {"name": "strategyqa", "train_size": 8, "val_size": 2, "test_size": 2, **config}
+    spec = {"name": "us_debates", "train_size": 8, "val_size": 2, "test_size": 2, **config}
     obj = optkit.get_registry().create("objective", spec)
     obj.prepare(torch.device("cpu"), torch.float32)
     return obj
@@ -115,14 +115,14 @@ def test_bad_objective_inputs_are_clear_errors() -> None:
         _objective(target_modules=["qkv"])
     with pytest.raises(ConfigError, match=r"layers .* out of range"):
         _objective(layers=[30])
-    with pytest.raises(ConfigError, match="the task has only 2290"):
+    with pytest.raises(ConfigError, match="the task has only 802"):
         _objective(train_size=5000)
     with pytest.raises(ConfigError, match="val_size must be >= 1"):
-        optkit.get_registry().create("objective", {"name": "winowhy", "val_size": 0})
+        optkit.get_registry().create("objective", {"name": "us_debates", "val_size": 0})
 
 
 def test_flexora_refuses_a_validation_split_too_small(tmp_path: Path) -> None:
-    raw = tomllib.loads((TASKS / "flexora-strategyqa-cpu.toml").read_text())
+    raw = tomllib.loads((TASKS / "flexora-us_debates-cpu.toml").read_text())
     raw["objective"]["val_size"] = 1
     summary = optkit.run(raw, out=tmp_path)
     assert summary.cells_failed

@@ -12,7 +12,12 @@ from optkit.results import load_rows
 from optkit.tasks import check_task, load_task
 
 TASKS = Path(__file__).resolve().parents[2] / "tasks"
-STUDIES = {"dqn": 3, "cifar10": 5, "shakespeare": 3}  # study -> seeds in the paper
+STUDIES = {
+    "dqn": 3,
+    "cifar10": 5,
+    "fashion-mnist-cnn": 5,
+    "shakespeare": 3,
+}  # study -> seeds in the paper
 LABELS = {"vanilla", "optex-N4", "target-N4", "data_parallel-N4"}
 
 
@@ -35,7 +40,7 @@ def test_task_files_validate(name: str) -> None:
     ("name", "metrics"),
     [
         ("dqn-cpu", {"reward", "episodes", "env_steps", "loss"}),
-        ("cifar10-cpu", {"loss", "test_error", "train_loss"}),
+        ("fashion-mnist-cnn-cpu", {"loss", "test_error", "train_loss"}),
         ("shakespeare-cpu", {"loss", "train_loss", "heldout_loss"}),
     ],
 )

@@ -53,13 +53,12 @@ def test_fashion_mnist_full_set(registry: Registry) -> None:
     assert after["test_error"] < before["test_error"] - 0.3
 
 
-# The first CIFAR-10 fetch downloads the 358 MB bigbench sdist straight from the index (about
-# 4 s here) and decodes 10k PNGs once (about 9 s); later runs load the cached .npz.
-def test_cifar10_split_and_training(registry: Registry) -> None:
+def test_fashion_mnist_cnn_on_a_subset(registry: Registry) -> None:
+    """The vision study's model (a CNN) on the vision study's data, 2,000 training images."""
     obj, _, _, before, after = run_steps(
         registry,
         {
-            "name": "cifar10",
+            "name": "fashion_mnist",
             "model": "cnn",
             "batch_size": 32,
             "train_size": 2000,
@@ -68,13 +67,7 @@ def test_cifar10_split_and_training(registry: Registry) -> None:
         20,
         optimizer={"name": "adam", "lr": 2e-3},
     )
-    assert obj.x_train.shape == (2000, 3, 32, 32) and obj.x_test.shape == (2000, 3, 32, 32)
-    full = registry.create("objective", {"name": "cifar10"})
-    full.prepare(torch.device("cpu"), torch.float32)
-    assert full.x_train.shape[0] == 8000
-    counts = torch.bincount(full.y_train, minlength=10) + torch.bincount(full.y_test, minlength=10)
-    assert counts.tolist() == [1000] * 10  # all 10k images, split after a shuffle
-    assert 100 < int(torch.bincount(full.y_test, minlength=10).min())
+    assert obj.x_train.shape == (2000, 1, 28, 28) and obj.x_test.shape == (10000, 1, 28, 28)
     assert after["loss"] < before["loss"]
 
 
