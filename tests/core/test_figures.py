@@ -7,14 +7,14 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 from optkit_synthetic.functions import Sphere
 
 import optkit
 from optkit import hookimpl
-from optkit.figures import build_figures, tick_label
 from optkit.plugins import load
 from optkit.registry import Registry
-from optkit.report import metrics_by_objective, report
+from optkit.report import report
 from optkit.results import load_rows
 
 SEEDS = [0, 1, 2]
@@ -45,14 +45,26 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def panels(rows: list[dict[str, Any]], metric: str | None = None) -> dict[str, Any]:
-    """objective -> its Axes, over every figure built from ``rows``."""
-    metrics = metrics_by_objective(rows, metric)
-    found = {}
-    for _, fig in build_figures(rows, metrics, "sequential_steps", title="t"):
-        for ax in fig.axes:
-            found[ax.get_title().split(":")[0]] = ax
-    return found
+@pytest.fixture
+def saved(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """Every convergence figure (``<metric>-vs-<x>``) saved while the test runs."""
+    figures: list[Figure] = []
+    original = Figure.savefig
+
+    def savefig(self: Figure, fname: Any, *args: Any, **kwargs: Any) -> None:
+        if "-vs-" in Path(fname).name:
+            figures.append(self)
+        original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return figures
+
+
+def panels(saved: list[Figure], run_dir: Path, metric: str | None = None) -> dict[str, Any]:
+    """objective -> its Axes, over the figures ``report(run_dir)`` writes."""
+    del saved[:]
+    report(run_dir, metric=metric)
+    return {ax.get_title().split(":")[0]: ax for fig in saved for ax in fig.axes}
 
 
 def legend_texts(ax: Any) -> list[str]:
@@ -63,8 +75,8 @@ def mean_line(ax: Any, label: str) -> Any:
     return next(line for line in ax.get_lines() if line.get_label() == label)
 
 
-def test_coinciding_curves_stay_visible(mixed: Path) -> None:
-    sphere = panels(load_rows(mixed))["sphere"]
+def test_coinciding_curves_stay_visible(mixed: Path, saved: list[Figure]) -> None:
+    sphere = panels(saved, mixed)["sphere"]
     adam = mean_line(sphere, "adam")
     twin = mean_line(sphere, "data_parallel (= adam)")  # the legend says they coincide
     assert list(twin.get_ydata()) == pytest.approx(list(adam.get_ydata()), rel=1e-6)
@@ -74,12 +86,14 @@ def test_coinciding_curves_stay_visible(mixed: Path) -> None:
     assert adam.get_markevery() != twin.get_markevery()  # markers interleave, never overlap
 
 
-def test_a_diverged_seed_is_marked_where_it_diverged_and_counted(mixed: Path) -> None:
+def test_a_diverged_seed_is_marked_where_it_diverged_and_counted(
+    mixed: Path, saved: list[Figure]
+) -> None:
     rows = load_rows(mixed)
     ends = [r for r in rows if r["event"] == "end" and r["objective"] == "rosenbrock"]
     diverged = {r["seed"] for r in ends if r["label"] == "sgd-huge" and r["status"] == "diverged"}
     assert diverged == set(SEEDS)  # the premise: sgd lr 1.5 diverges on every seed
-    ax = panels(rows)["rosenbrock"]
+    ax = panels(saved, mixed)["rosenbrock"]
     assert "sgd-huge (3/3 diverged)" in legend_texts(ax)
     assert "adam" in legend_texts(ax)  # no "diverged" where nothing diverged
     last = {}
@@ -94,19 +108,19 @@ def test_a_diverged_seed_is_marked_where_it_diverged_and_counted(mixed: Path) ->
     assert crosses == set(last.values())  # one x per diverged seed, at its last finite value
 
 
-def test_an_objective_whose_every_run_diverged_says_so(tmp_path: Path) -> None:
+def test_an_objective_whose_every_run_diverged_says_so(tmp_path: Path, saved: list[Figure]) -> None:
     task = {**MIXED, "name": "all-diverge", "optimizers": [MIXED["optimizers"][2]]}
     task["budget"] = {"iterations": 6, "eval_every": 1}
     optkit.run(task, tmp_path / "o")
-    found = panels(load_rows(tmp_path / "o"))
+    found = panels(saved, tmp_path / "o")
     rosenbrock = found["rosenbrock"]
     assert "every run stopped (3/3 diverged" in rosenbrock.get_title()
     assert len([ln for ln in rosenbrock.get_lines() if ln.get_marker() == "x"]) == 3
     assert "every run" not in found["sphere"].get_title()  # the healthy panel is unchanged
 
 
-def test_bands_say_what_they_are(mixed: Path) -> None:
-    found = panels(load_rows(mixed))
+def test_bands_say_what_they_are(mixed: Path, saved: list[Figure]) -> None:
+    found = panels(saved, mixed)
     assert "band: min-max over 3 seeds" in legend_texts(found["sphere"])
     assert "band: min-max over seeds that did not diverge" in legend_texts(found["rosenbrock"])
     assert "diverged seed, x: last finite value" in legend_texts(found["rosenbrock"])
@@ -129,7 +143,7 @@ class Hooks:
         register(Distance)
 
 
-def test_one_figure_file_per_metric(tmp_path: Path) -> None:
+def test_one_figure_file_per_metric(tmp_path: Path, saved: list[Figure]) -> None:
     registry = Registry(load(extra_plugins=[("figure_test", Hooks())]))
     task = {
         "name": "two-metrics",
@@ -140,37 +154,35 @@ def test_one_figure_file_per_metric(tmp_path: Path) -> None:
     }
     out = tmp_path / "o"
     optkit.run(task, out, registry=registry)
-    table, figure = report(out, x="grad_evals")
+    _, figure = report(out, x="grad_evals")
     pngs = sorted(p.name for p in out.glob("*-vs-*.png"))
     assert pngs == ["distance-vs-grad_evals.png", "gap-vs-grad_evals.png"]
     assert figure.name == "gap-vs-grad_evals.png"  # the first objective's metric
     markdown = (out / "report.md").read_text()
     assert "(gap-vs-grad_evals.png)" in markdown and "(distance-vs-grad_evals.png)" in markdown
-    rows = load_rows(out)
-    built = build_figures(rows, metrics_by_objective(rows, None), "grad_evals")
-    by_metric = {m: [ax.get_title().split(":")[0] for ax in f.axes] for m, f in built}
+    by_metric = {
+        ax.get_ylabel(): [ax.get_title().split(":")[0] for ax in f.axes]
+        for f in saved
+        for ax in f.axes
+    }
     assert by_metric == {"gap": ["sphere"], "distance": ["distance_sphere"]}
-    for _, fig in built:
-        assert [ax.get_ylabel() for ax in fig.axes] == [fig.axes[0].get_ylabel()]
+    assert len(saved) == 2  # one figure each, not two metrics in one file
     _, figure = report(out, metric="distance")
     assert figure.name == "distance-vs-sequential_steps.png"
 
 
-def test_log_axis_ticks_are_readable(mixed: Path) -> None:
-    assert [tick_label(v) for v in (0.02, 1.0, 500.0, 2e4, 1e20, 3e-5)] == [
-        "0.02",
-        "1",
-        "500",
-        "2e4",
-        "1e20",
-        "3e-5",
-    ]
+def test_log_axis_ticks_are_readable(mixed: Path, saved: list[Figure]) -> None:
+    found = panels(saved, mixed)
     for name in ("rosenbrock", "sphere"):
-        ax = panels(load_rows(mixed))[name]
+        ax = found[name]
         assert ax.get_yscale() == "log"
-        fig = ax.figure
-        fig.canvas.draw()
+        ax.figure.canvas.draw()
         labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
         assert 2 <= len(labels) <= 16, labels
         assert all("$" not in t and "+" not in t for t in labels), labels  # no mathtext/e+NN
         assert not [t.get_text() for t in ax.yaxis.get_minorticklabels() if t.get_text()]
+
+    from optkit.figures import tick_label
+
+    values = (0.02, 1.0, 500.0, 2e4, 1e20, 3e-5)
+    assert [tick_label(v) for v in values] == ["0.02", "1", "500", "2e4", "1e20", "3e-5"]
