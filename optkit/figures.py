@@ -64,14 +64,15 @@ def collect(rows: list[dict[str, Any]], metrics: dict[str, str], x: str) -> list
     """One :class:`Method` per (objective, label), in the order the rows first name them.
 
     Points are ``(x, metric)`` from eval rows (``(trial number, score)`` from trial rows when
-    the objective's metric is ``score``); non-finite and missing values are left out. An
+    the objective's metric is ``score``); rows of the task's ``[tuning]`` phase (``phase``
+    other than ``measure``) and non-finite or missing values are left out. An
     objective with end rows but no value (every run diverged at once) still gets a method.
     """
     methods: dict[tuple[str, str], Method] = {}
     for row in rows:
         objective, label = row.get("objective"), row.get("label")
-        if objective is None or label is None:
-            continue
+        if objective is None or label is None or row.get("phase", "measure") != "measure":
+            continue  # a [tuning] phase's searches are not measured runs
         method = methods.setdefault((objective, label), Method(objective, label))
         seed = int(row.get("seed", 0))
         event = row.get("event")

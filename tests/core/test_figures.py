@@ -186,3 +186,25 @@ def test_log_axis_ticks_are_readable(mixed: Path, saved: list[Figure]) -> None:
 
     values = (0.02, 1.0, 500.0, 2e4, 1e20, 3e-5)
     assert [tick_label(v) for v in values] == ["0.02", "1", "500", "2e4", "1e20", "3e-5"]
+
+
+def test_tuning_searches_are_not_counted_as_measured_seeds(
+    tmp_path: Path, saved: list[Figure]
+) -> None:
+    task = {
+        "name": "tuned-figure",
+        "seeds": [0, 1],
+        "budget": {"iterations": 4, "eval_every": 1},
+        "objective": {"name": "sphere", "dim": 4},
+        "optimizers": [{"name": "adam", "lr": 0.1}],
+        "tuning": {
+            "hyperoptimizer": {"name": "random_search", "trials": 2},
+            "space": {"lr": {"low": 1e-3, "high": 1.0, "log": True}},
+            "score": "loss",
+            "seeds": [1000],
+        },
+    }
+    optkit.run(task, tmp_path / "o")
+    assert any(r.get("phase") == "tuning" for r in load_rows(tmp_path / "o"))  # the premise
+    sphere = panels(saved, tmp_path / "o")["sphere"]
+    assert "band: min-max over 2 seeds" in legend_texts(sphere)
