@@ -594,12 +594,15 @@ def run_cells_remotely(
         for cell in cells
     ]
 
+    before = summary.cells_run  # a tuned task calls this twice: searches, then measured cells
+
     def on_result(rows: list[dict[str, Any]]) -> None:
         run.append(rows)
         end = rows[-1] if rows else {}
         summary.cells_run += 1
         if end.get("status") != "ok":
             summary.cells_failed.append(str(end.get("cell")))
-        progress(f"[{summary.cells_run}/{len(cells)}] {end.get('cell')}: {end.get('status')}")
+        number = summary.cells_run - before
+        progress(f"[{number}/{len(cells)}] {end.get('cell')}: {end.get('status')}")
 
     run_cells_on_ray(payloads, run_cell_payload, on_result, address=address)
