@@ -265,3 +265,21 @@ def test_the_valid_task_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "4 runnable cells" in capsys.readouterr().out
     value = write_toml(tmp_path / "v.toml", task_with(target={"metric": "loss", "value": 0.1}))
     assert cli.main(["check", str(value)]) == 0
+
+
+def test_an_optimizer_whose_every_trial_diverges_is_not_measured(tmp_path: Path) -> None:
+    raw = task_with(
+        optimizers=[{"name": "adam", "lr": 0.01}, {"name": "sgd", "lr": 0.01}],
+        tuning__space={"lr": {"low": 100.0, "high": 1000.0, "log": True}},
+    )
+    summary = run_task(load_task(raw), tmp_path / "run", progress=quiet)
+    assert summary.cells_failed == ["rosenbrock|sgd|tuning"]
+    skipped = dict(summary.cells_skipped)
+    assert set(skipped) == {"rosenbrock|sgd|0", "rosenbrock|sgd|1"}
+    assert all("tuning failed" in reason for reason in skipped.values())
+    record = json.loads((tmp_path / "run" / "tuning.json").read_text())["objectives"]["rosenbrock"]
+    assert record["sgd"]["status"] == "failed" and record["sgd"]["chosen"] is None
+    assert {t["status"] for t in record["sgd"]["trials"]} == {"diverged"}
+    assert record["adam"]["status"] == "ok"
+    measured = {r["label"] for r in rows_of(tmp_path / "run") if r["phase"] == "measure"}
+    assert measured == {"adam"}
