@@ -98,6 +98,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{task.source}: task '{task.name}' is valid: {len(report.runnable)} runnable cells")
     for cell, reason in report.skipped:
         print(f"  skip {cell.key}: {reason}")
+    if task.tuning is not None:
+        from optkit.tuning import describe_plan
+
+        print(f"  {describe_plan(task, report.runnable)}")
     return 0
 
 

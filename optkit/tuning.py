@@ -313,6 +313,22 @@ def write_tuning_json(
     atomic_write_text(run.path / TUNING_FILE, json.dumps(payload, indent=2) + "\n")
 
 
+def describe_plan(task: Task, runnable: Sequence[Cell]) -> str:
+    """One line for ``optkit check``: what the tuning phase will run before the measured cells."""
+    tuning = _tuning(task)
+    searches = len(tuning_cells(task, runnable))
+    trials = tuning.hyperoptimizer.config.get("trials")
+    runs = (
+        f" = {searches * trials * len(tuning.seeds)} trial runs" if isinstance(trials, int) else ""
+    )
+    return (
+        f"tuning: {searches} searches (objective x optimizer) x {trials or 'default'} trials x"
+        f" {len(tuning.seeds)} seeds x {tuning.budget.iterations} iterations{runs}, with"
+        f" {tuning.hyperoptimizer.name} on '{tuning.score}' (seeds {tuning.seeds}), before the"
+        f" {len(runnable)} measured cells"
+    )
+
+
 def tuning_phase(
     task: Task,
     runnable: Sequence[Cell],
@@ -362,6 +378,7 @@ __all__ = [
     "cell_from_payload",
     "cell_payload",
     "choices",
+    "describe_plan",
     "run_search",
     "tuned_cell",
     "tuning_cells",

@@ -262,7 +262,9 @@ def test_check_rejects_bad_sections_with_exit_2_naming_the_key(
 def test_the_valid_task_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_toml(tmp_path / "task.toml", TASK)
     assert cli.main(["check", str(path)]) == 0
-    assert "4 runnable cells" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 runnable cells" in out
+    assert "tuning: 2 searches" in out and "= 4 trial runs" in out
     value = write_toml(tmp_path / "v.toml", task_with(target={"metric": "loss", "value": 0.1}))
     assert cli.main(["check", str(value)]) == 0
 
