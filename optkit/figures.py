@@ -80,6 +80,8 @@ def collect(rows: list[dict[str, Any]], metrics: dict[str, str], x: str) -> list
             method.status[seed] = str(row.get("status", "ok"))
             continue
         metric = metrics.get(objective, "loss")
+        value: Any
+        xv: Any
         if event == "trial" and metric == "score":
             value, xv = row.get("score"), float(row.get("trial", 0)) + 1
         elif event == "eval":
