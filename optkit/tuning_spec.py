@@ -305,6 +305,19 @@ def check_comparison(task: Task, objectives: Mapping[str, Objective], registry: 
             f"{source}: tuning.hyperoptimizer '{tuning.hyperoptimizer.name}' takes no 'space':"
             " [tuning] needs a black-box hyperoptimizer such as random_search or botorch"
         )
+    for objective_spec in task.objectives:
+        objective_cls = registry.get("objective", objective_spec.name)
+        if accepts_any_keyword(objective_cls):
+            continue
+        fields = config_schema(objective_cls)
+        for key in tuning.space:
+            head, _, rest = key.partition(".")
+            if head == "objective" and rest.split(".")[0] not in fields:
+                raise ConfigError(
+                    f"{source}: tuning.space key '{key}': objective '{objective_spec.label}'"
+                    f" ({objective_spec.name}) has no config key '{rest.split('.')[0]}';"
+                    f" valid: {', '.join(sorted(fields))}"
+                )
     for spec in task.optimizers:
         cls = registry.get("optimizer", spec.name)
         space = resolved_space(tuning, cls)

@@ -233,6 +233,7 @@ def test_searches_and_tuned_cells_travel_as_remote_payloads(tmp_path: Path) -> N
             },
             "momentum",
         ),
+        ({"tuning__space": {"objective.dimm": {"low": 2, "high": 4}}}, "objective.dimm"),
         ({"target__reference": "sgd"}, "target.reference"),
         ({"target__value": 0.5}, "target.value"),
         ({"target__reference": None}, "target.reference"),
