@@ -123,8 +123,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         f" {summary.cells_resumed} resumed, {len(summary.cells_skipped)} skipped)"
     )
     if summary.cells_run + summary.cells_resumed > len(summary.cells_failed):
+        from optkit.comparisons import compare
+        from optkit.comparisons.table import format_comparison
+
         table, figure = report(summary.out, metric=args.metric, x=args.x)
         print(table)
+        print()
+        print(format_comparison(compare(summary.out, metric=args.metric)))
         print(f"figure: {figure}")
     if summary.cells_failed:
         print("failed cells: " + ", ".join(summary.cells_failed), file=sys.stderr)

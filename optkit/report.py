@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optkit.comparisons.measured import is_measured
 from optkit.errors import ConfigError
 from optkit.figures import plot_metrics
 from optkit.results import atomic_write_text, load_rows
@@ -205,9 +206,9 @@ def report(
         figure is linked from ``report.md``.
     """
     run_dir = Path(run_dir)
-    rows = load_rows(run_dir)
+    rows = [r for r in load_rows(run_dir) if is_measured(r)]  # not the [tuning] trials' rows
     if not rows:
-        raise ConfigError(f"{run_dir}: results.jsonl holds no rows yet")
+        raise ConfigError(f"{run_dir}: results.jsonl holds no rows of measured runs yet")
     numeric = {k for r in rows if r.get("event") == "eval" for k, v in r.items() if _is_number(v)}
     if x not in X_AXES and x not in numeric:
         raise ConfigError(

@@ -118,8 +118,17 @@ def fit_noise_scale(
     )
 
 
+def step_saving(batch_size: int, b_simple: float) -> float:
+    """Fraction of the steps that doubling ``batch_size`` saves, as predicted by the
+    steps-batch trade-off ``S(B) = S_min (1 + B_noise / B)`` (McCandlish et al. 2018, section
+    2) with ``B_noise ~ B_simple``: 1/2 deep in the noise-dominated regime, 0 when saturated."""
+    ratio = b_simple / batch_size
+    return 1.0 - (1.0 + ratio / 2.0) / (1.0 + ratio)
+
+
 def reading(batch_size: int, scale: NoiseScale) -> str:
-    """One line: where the task's batch size sits against ``B_simple``."""
+    """One line: where the task's batch size sits against ``B_simple`` (below it: data
+    parallelism pays; near it: the knee; above it: it saturates)."""
     if not math.isfinite(scale.b_simple):
         return (
             f"|G|^2 not resolved above the noise at sizes {list(scale.sizes)}: B_simple is"
@@ -129,12 +138,18 @@ def reading(batch_size: int, scale: NoiseScale) -> str:
     if scale.b_simple <= 0:
         return "no measurable gradient noise: larger batches do not help (deterministic regime)"
     factor = scale.b_simple / batch_size
-    if factor >= 1:
+    saving = f"doubling the batch would save ~{100 * step_saving(batch_size, scale.b_simple):.0f}%"
+    if factor >= 2:
         return (
             f"batch {batch_size} is below B_simple (x{factor:.3g}): noise-dominated, data"
-            " parallelism pays (steps fall almost linearly up to ~B_simple)"
+            f" parallelism pays ({saving} of the steps)"
+        )
+    if factor >= 0.5:
+        return (
+            f"batch {batch_size} is near B_simple (x{factor:.3g}): at the knee, data"
+            f" parallelism still pays but with diminishing returns ({saving} of the steps)"
         )
     return (
-        f"batch {batch_size} is above B_simple (x{1 / factor:.3g}): curvature-dominated,"
-        " data parallelism saturates (more examples per step buy few steps)"
+        f"batch {batch_size} is above B_simple (x{1 / factor:.3g}): data parallelism"
+        f" saturates ({saving} of the steps)"
     )

@@ -25,6 +25,7 @@ from optkit.comparisons.profile import performance_profile, plot_profile, profil
 from optkit.comparisons.summary import compare_measured
 from optkit.comparisons.table import format_comparison
 from optkit.errors import ResultsError
+from optkit.report import report
 
 # ------------------------------------------------------------------ bootstrap
 
@@ -329,3 +330,34 @@ def test_one_objective_has_no_profile(tmp_path: Path) -> None:
     comparison = compare_measured(group(curve("q", "a", 0, [2.0, 1.0])))
     assert plot_profile(comparison, tmp_path / "p.png") is None
     assert not (tmp_path / "p.png").exists()
+
+
+def test_tuning_rows_stay_out_of_the_plain_report(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "manifest.json").write_bytes((run_dir / "manifest.json").read_bytes())
+    rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    trial = [
+        {**r, "seed": 1000, "cell": f"{r['cell']}|tuning", "phase": "tuning"}
+        for r in rows
+        if r["seed"] == 0
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in trial + rows)
+    (copy / "results.jsonl").write_text(text)
+    table, _ = report(copy)
+    assert "| sphere | slow | 3 | 0 |" in table  # 3 measured seeds, the tuning seed not counted
+    assert compare(copy).to_json() == compare(run_dir).to_json()
+
+
+def test_run_prints_the_comparison_after_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = tmp_path / "task.toml"
+    task.write_text(
+        'name = "t"\nseeds = [0, 1]\nbudget = { iterations = 5 }\n'
+        'objective = { name = "sphere", dim = 3 }\noptimizers = [ { name = "adam", lr = 0.1 } ]\n'
+    )
+    assert main(["run", str(task), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "| sphere | adam | — | gap <= adam's final |" in printed
+    assert "(2/2) | 1 [1, 1] |" in printed

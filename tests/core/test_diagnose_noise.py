@@ -14,7 +14,7 @@ import torch
 from optkit.cli import main
 from optkit.diagnose.gradients import minibatch_sq_norms
 from optkit.diagnose.noise import default_sizes, diagnose_noise, format_noise
-from optkit.diagnose.noise_scale import fit_noise_scale, reading
+from optkit.diagnose.noise_scale import fit_noise_scale, reading, step_saving
 from optkit.errors import ConfigError
 from optkit.hookspecs import hookimpl
 from optkit.interfaces import Objective, Params, sized_batches
@@ -56,8 +56,12 @@ def test_unresolved_gradient_and_bad_input() -> None:
 def test_reading_places_the_batch_size() -> None:
     est = fit_noise_scale({8: [20.0, 20.0], 32: [12.5, 12.5]})  # |G|^2 = 10, tr = 80
     assert est.b_simple == pytest.approx(8.0)
-    assert "below B_simple" in reading(2, est) and "pays" in reading(2, est)
-    assert "above B_simple" in reading(64, est) and "saturates" in reading(64, est)
+    assert "below B_simple (x4)" in reading(2, est) and "pays" in reading(2, est)
+    assert "near B_simple (x1)" in reading(8, est)
+    assert "above B_simple (x8)" in reading(64, est) and "saturates" in reading(64, est)
+    # S(B) = S_min (1 + B_simple / B): doubling at B = B_simple goes from 2 to 1.5 S_min
+    assert step_saving(8, 8.0) == pytest.approx(0.25)
+    assert "save ~25%" in reading(8, est) and "save ~6%" in reading(64, est)
 
 
 # ------------------------------------------------------------------ a noisy quadratic, known truth
