@@ -87,7 +87,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from optkit.tasks import load_task
 
-    return load_task(args.task, args.set or [])
+    return load_task(args.task, args.set or [], override_flag="--set")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optkit", description="Run and compare objectives, optimizers and hyperoptimizers."
     )
+    from optkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"optkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plugins", help="list registered plugins")
@@ -281,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(exc: Exception) -> int:
+    """Print ``exc`` as one paragraph on stderr; the exit status of an input error."""
+    message = textwrap.fill(str(exc), width=100, break_long_words=False)
+    print(f"optkit: error: {message}", file=sys.stderr)
+    return EXIT_INPUT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -289,9 +299,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("default")
             return int(args.func(args))
     except OptkitError as exc:
-        message = textwrap.fill(str(exc), width=100, break_long_words=False)
-        print(f"optkit: error: {message}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+        return _error(exc)
+    except ModuleNotFoundError as exc:  # an optional package that a plugin imports late
+        from optkit.envproblems import missing_package
+
+        return _error(missing_package(exc))
+    except OSError as exc:  # a write outside the run directory's own guards (a figure, say)
+        from optkit.envproblems import is_environment_fault, output_error
+
+        if not is_environment_fault(exc):
+            raise
+        return _error(output_error(exc.filename or "the output", exc))
     except KeyboardInterrupt:
         print("optkit: interrupted; finished cells are kept (use --resume)", file=sys.stderr)
         return 130

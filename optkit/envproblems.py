@@ -32,6 +32,11 @@ _FULL = {errno.ENOSPC, errno.EDQUOT}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
+def is_environment_fault(exc: OSError) -> bool:
+    """Whether ``exc`` is the machine's doing (permissions, space, limits), not a bug."""
+    return exc.errno in _FULL | _DENIED | {errno.EFBIG, errno.ENOTDIR}
+
+
 def output_error(path: str | Path, exc: OSError, words: Words = CLI) -> EnvironmentProblem:
     """The paragraph for an ``OSError`` raised while creating or writing ``path``."""
     reason = exc.strerror or str(exc)

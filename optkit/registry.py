@@ -94,14 +94,31 @@ class Registry:
         """Instantiate ``spec["name"]`` of ``kind`` with the rest of ``spec`` as config.
 
         ``label`` is not passed on. Raises :class:`ConfigError` / :class:`PluginError` with
-        ``where`` in the message.
+        ``where`` in the message: errors the plugin's own constructor raises (a
+        ``ConfigError`` or ``ValueError`` about a value) get ``where`` (the task file) too, and
+        a missing optional package is an :class:`~optkit.errors.EnvironmentProblem`.
         """
         if "name" not in spec:
             raise PluginError(f"{where}: the {kind} table needs a 'name'")
         cls = self.get(kind, str(spec["name"]))
         config = {k: v for k, v in spec.items() if k not in ("name", "label")}
-        config = validate_config(cls, config, where or f"{kind} '{spec['name']}'")
-        return cls(**config)
+        where = where or f"{kind} '{spec['name']}'"
+        config = validate_config(cls, config, where)
+        from optkit.envproblems import missing_package
+        from optkit.errors import ConfigError
+
+        try:
+            return cls(**config)
+        except ConfigError as exc:
+            if where in str(exc):
+                raise
+            raise ConfigError(f"{where}: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(
+                f"{where}: {kind} '{spec['name']}' rejects its config: {exc}"
+            ) from None
+        except ModuleNotFoundError as exc:
+            raise missing_package(exc, where) from None
 
 
 def _key(entry: Entry) -> str:

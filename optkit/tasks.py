@@ -23,6 +23,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,25 @@ def _fail(source: str, message: str) -> ConfigError:
     return ConfigError(f"{source}: {message}")
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_name(value: str, what: str, where: str) -> None:
+    """Task names and method labels name directories and files: letters, digits, ``.``,
+    ``_`` and ``-`` only, and no ``..`` (so no ``/``, no absolute path, no way out of ``runs/``).
+
+    Raises:
+        ConfigError: naming ``where``, ``what`` and the value.
+    """
+    if PLAIN_NAME.fullmatch(value) and ".." not in value and value != ".":
+        return
+    raise ConfigError(
+        f"{where}: {what} {value!r} is not a plain name: use letters, digits, '.', '_' and '-'"
+        " only (no '/', no '..', not an absolute path), since it names the run directory"
+        " (runs/NAME) and result files."
+    )
+
+
 def parse_override(text: str, source: str = "--set") -> tuple[list[str], Any]:
     """``"optimizers.0.lr=0.1"`` -> (``["optimizers", "0", "lr"]``, ``0.1``).
 
@@ -229,8 +249,15 @@ def read_task_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
-def load_task(source: str | Path | Mapping[str, Any], overrides: Iterable[str] = ()) -> Task:
+def load_task(
+    source: str | Path | Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    *,
+    override_flag: str = "overrides",
+) -> Task:
     """Load and validate a task from a TOML path or a dict, applying ``KEY=VALUE`` overrides.
+
+    ``override_flag`` is how errors name the overrides (the CLI passes ``"--set"``).
 
     Raises:
         ConfigError: with the file, the key and what would be valid.
@@ -242,8 +269,8 @@ def load_task(source: str | Path | Mapping[str, Any], overrides: Iterable[str] =
         raw = read_task_file(source)
         where = str(source)
     for text in overrides:
-        path, value = parse_override(text)
-        apply_override(raw, path, value, f"{where}: --set")
+        path, value = parse_override(text, f"{where}: {override_flag}")
+        apply_override(raw, path, value, f"{where}: {override_flag}")
     return validate_task(raw, where)
 
 
@@ -261,6 +288,7 @@ def validate_task(raw: dict[str, Any], source: str) -> Task:
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise _fail(source, "key 'name' is required and must be a non-empty string")
+    check_name(name, "task 'name'", source)
     seeds = raw.get("seeds", [0])
     if (
         not isinstance(seeds, list)
@@ -373,8 +401,73 @@ def _component(value: Any, kind: str, where: str) -> ComponentSpec:
     label = value.get("label", name)
     if not isinstance(label, str) or not label or "|" in label:
         raise ConfigError(f"{where}: 'label' must be a non-empty string without '|'")
+    if kind in ("optimizer", "hyperoptimizer"):  # method labels may name result files
+        check_name(label, "'label'" if "label" in value else "name (the default label)", where)
     config = {k: v for k, v in value.items() if k not in ("name", "label")}
     return ComponentSpec(kind, name, label, config, where)
+
+
+def probe_optimizer(optimizer: Any, spec: ComponentSpec) -> None:
+    """Let an optimizer, and the library under it, judge its config before anything runs.
+
+    ``init`` on a tiny problem (``{"x": zeros(2)}``) builds what a run builds first: a
+    ``torch.optim`` instance raises ``ValueError`` for ``lr < 0`` only then. A ``ValueError``
+    is the config's fault; an optimizer that cannot start on the probe for another reason
+    (it needs named parameters, say) is left to the run.
+
+    Raises:
+        ConfigError: naming the task file, the optimizer and the library's reason.
+        EnvironmentProblem: the optimizer needs a package that is not installed.
+    """
+    import torch
+
+    from optkit.envproblems import missing_package
+
+    try:
+        optimizer.init({"x": torch.zeros(2)})
+    except ValueError as exc:
+        raise ConfigError(
+            f"{spec.where}: optimizer '{spec.name}' rejects its config: {exc}"
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise missing_package(exc, spec.where) from None
+    except Exception:  # the probe is not a problem this optimizer runs on: the run decides
+        return
+
+
+def score_users(task: Task) -> list[str]:
+    """What reads the task's top-level ``score``: its hyperoptimizers and ``budget.target``."""
+    users = [f"hyperoptimizer '{h.label}'" for h in task.hyperoptimizers]
+    if task.budget.target is not None:
+        users.append("budget.target")
+    return users
+
+
+def check_score(task: Task, objectives: Mapping[str, Any]) -> None:
+    """``score`` must be used by something, and declared by every objective that it scores.
+
+    Raises:
+        ConfigError: ``score`` given where nothing uses it, or not among the metric names of
+            an objective's ``metric_direction()`` (listed in the message).
+    """
+    users = score_users(task)
+    if not users:
+        if "score" in task.raw:
+            raise _fail(
+                task.source,
+                f"'score = {task.score!r}' is given but nothing uses it: 'score' is the metric"
+                " a hyperoptimizer minimizes and budget.target compares with, and this task has"
+                " neither. Remove 'score', or add a hyperoptimizer or budget.target.",
+            )
+        return
+    for label, objective in objectives.items():
+        declared = objective.metric_direction()
+        if task.score not in declared:
+            raise _fail(
+                task.source,
+                f"score '{task.score}' (used by {', '.join(users)}) is not a metric of"
+                f" objective '{label}', which declares: {', '.join(sorted(declared))}.",
+            )
 
 
 @dataclass
@@ -388,12 +481,18 @@ class CheckReport:
 def check_task(task: Task, registry: Registry | None = None) -> CheckReport:
     """Validate every component against its plugin and check pairings, before anything runs.
 
-    Unknown plugin names and bad configs raise; incompatible pairings (``supports``) are
-    skipped with the reason. If nothing is runnable, raises :class:`ConfigError`.
+    Unknown plugin names and bad configs raise; so do values only the plugin or the library
+    under it can judge (each optimizer is initialized on a tiny problem: ``torch.optim``
+    rejects ``lr < 0`` there), and a ``score`` the objectives do not declare or that nothing
+    uses. Incompatible pairings (``supports``) are skipped with the reason. If nothing is
+    runnable, raises :class:`ConfigError`.
     """
     registry = registry or get_registry()
     objectives = {s.label: registry.create("objective", s.spec(), s.where) for s in task.objectives}
     optimizers = {s.label: registry.create("optimizer", s.spec(), s.where) for s in task.optimizers}
+    for spec in task.optimizers:
+        probe_optimizer(optimizers[spec.label], spec)
+    check_score(task, objectives)
     executor = registry.create("executor", task.executor.spec(), task.executor.where)
     hypers = {
         h.label: registry.create("hyperoptimizer", h.spec(), h.where) for h in task.hyperoptimizers

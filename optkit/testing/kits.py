@@ -68,6 +68,9 @@ class NoisyQuadratic(Objective):
         value = float(self.loss(params, None))
         return {"loss": value, "gap": value}
 
+    def metric_direction(self) -> dict[str, str]:
+        return {"loss": "min", "gap": "min"}
+
 
 def reference_objective(noise: float = 0.0, dim: int = 8) -> NoisyQuadratic:
     objective = NoisyQuadratic(dim=dim, noise=noise)
@@ -109,9 +112,10 @@ def check_objective(
 
     Checks: a ``name``; ``prepare`` then seeded ``init_params`` and ``sample_batch`` are
     reproducible; ``loss`` is a finite 0-dim tensor, leaves params untouched, and its
-    ``torch.func.grad`` equals autograd's; ``evaluate`` has a finite ``"loss"`` and only known
-    metric directions; the loss is not below a declared ``optimum``; when ``vmappable``, a
-    vmapped evaluation of two points equals two single ones.
+    ``torch.func.grad`` equals autograd's; ``evaluate`` has a finite ``"loss"``, every metric
+    it reports is declared by ``metric_direction()`` (``check`` validates ``score`` against
+    those names) with a known direction; the loss is not below a declared ``optimum``; when
+    ``vmappable``, a vmapped evaluation of two points equals two single ones.
     """
     assert objective.name, f"{type(objective).__name__} has no 'name'"
     device = torch.device(device)
@@ -158,8 +162,15 @@ def check_objective(
     metrics = objective.evaluate(params)
     assert "loss" in metrics, f"evaluate must report 'loss', got {sorted(metrics)}"
     assert all(math.isfinite(float(v)) for v in metrics.values()), f"non-finite: {metrics}"
-    for metric, direction in objective.metric_direction().items():
+    declared = objective.metric_direction()
+    for metric, direction in declared.items():
         assert direction in ("min", "max"), f"direction of '{metric}' is {direction!r}"
+    undeclared = sorted(set(metrics) - set(declared))
+    assert not undeclared, (
+        f"evaluate() reports {undeclared} but metric_direction() does not declare them"
+        f" (it declares {sorted(declared)}): declare every metric, so that `check` can validate"
+        " a task's score against them"
+    )
     if objective.optimum is not None:
         assert metrics["loss"] >= objective.optimum - 1e-4 * (1 + abs(objective.optimum)), (
             f"loss {metrics['loss']} is below the declared optimum {objective.optimum}"

@@ -100,6 +100,9 @@ class SyntheticFunction(Objective):
         value = float(self.f(params["x"]))
         return {"loss": value, "gap": value - float(self.optimum or 0.0)}
 
+    def metric_direction(self) -> dict[str, str]:
+        return {"loss": "min", "gap": "min"}
+
 
 class Sphere(SyntheticFunction):
     """The sphere function: convex, separable, the easiest case."""

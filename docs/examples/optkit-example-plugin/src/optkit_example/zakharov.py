@@ -39,3 +39,7 @@ class Zakharov(Objective):
     def evaluate(self, params: Params) -> dict[str, float]:
         value = float(self.loss(params, None))
         return {"loss": value, "gap": value}
+
+    def metric_direction(self) -> dict[str, str]:
+        """Every metric :meth:`evaluate` reports, with its direction (``check`` reads it)."""
+        return {"loss": "min", "gap": "min"}
