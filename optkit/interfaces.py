@@ -195,6 +195,13 @@ def sized_batches(objective: Objective) -> Support:
 # --------------------------------------------------------------------------------------------
 
 
+BASE_RULE_ALIASES: dict[str, str] = {
+    key: f"base_config.{key}" for key in ("lr", "momentum", "weight_decay", "betas", "eps")
+}
+"""``hyper_aliases`` of a wrapper whose update rule is a ``base`` optimizer configured by a
+``base_config`` table (``optex``, ``data_parallel``, ``target``): plain names tune the base."""
+
+
 @dataclass
 class StepInfo:
     """What one optimizer iteration reports besides the new params (free-form extras)."""
@@ -213,6 +220,11 @@ class Optimizer(Plugin, abc.ABC):
 
     kind: ClassVar[str] = "optimizer"
     first_order: ClassVar[bool] = True
+    hyper_aliases: ClassVar[dict[str, str]] = {}
+    """Plain hyperparameter names (as a task's ``[tuning].space`` writes them) mapped to this
+    optimizer's own dotted config keys. A wrapper of a base rule declares
+    ``{"lr": "base_config.lr"}`` so that ``lr`` tunes its base's learning rate; a name not
+    listed means the config key of the same name (``lr`` -> ``lr`` for a plain rule)."""
 
     @abc.abstractmethod
     def init(self, params: Params) -> Any:
