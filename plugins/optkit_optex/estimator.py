@@ -43,13 +43,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from optkit.errors import ConfigError, DivergenceError
-from optkit_optex.fit_schedule import HyperFitter
+from optkit_optex.fit_schedule import FitContext, HyperFitter
 from optkit_optex.gram import row_gram
 from optkit_optex.graphs import KeyedGraphs
 from optkit_optex.hyper import Hyper
@@ -58,16 +60,24 @@ from optkit_optex.solve import JITTERS, device_inverse, host_inverse
 
 __all__ = [
     "DEFAULTS",
+    "FIT_MODES",
     "JITTERS",
     "FitMode",
     "KernelGradientEstimator",
+    "NoiseEstimate",
     "estimator_options",
     "validate_estimator_config",
 ]
 
 log = logging.getLogger(__name__)
 
-FitMode = Literal["heuristic", "mll", "fixed"]
+FitMode = Literal["heuristic", "mll", "fixed", "forward", "reference"]
+FIT_MODES: tuple[str, ...] = ("heuristic", "mll", "fixed", "forward", "reference")
+"""Valid values of the ``fit`` option (see :class:`KernelGradientEstimator`)."""
+NoiseEstimate = Literal["fit", "spread"]
+NOISE_ROUNDS = 10
+"""``noise_estimate = "spread"``: the noise variance is the mean of the last this many
+rounds' measurements."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +93,36 @@ class EstimatorDefaults:
     fit_lag: int = 2
     mll_steps: int = 30
     seed: int = 0
+    effective_dim: int | None = None
+    noise_estimate: NoiseEstimate = "fit"
 
 
 DEFAULTS = EstimatorDefaults()
+
+SNAP_TAIL = 6
+"""Scalars at the end of the host snapshot: point scale, round noise, drift, spread, rung,
+ok."""
+
+
+def round_spread(gc: torch.Tensor) -> torch.Tensor:
+    """Noise variance per coordinate from one round's gradients ``gc`` ``(N, m)`` taken along
+    the trajectory: half the mean squared difference of consecutive gradients (the signal
+    changes little between neighbouring points, so mostly their independent minibatch noise;
+    an over-estimate where it does change). 0-d; NaN for N = 1."""
+    if gc.shape[0] < 2:
+        return torch.full((), math.nan, device=gc.device, dtype=gc.dtype)
+    return 0.5 * (gc[1:] - gc[:-1]).square().mean()
+
+
+def check_effective_dim(
+    effective_dim: int | None, dim: int, where: str = "optimizer 'optex'"
+) -> None:
+    """:class:`ConfigError` when ``effective_dim`` exceeds the number of parameters."""
+    if effective_dim is not None and effective_dim > dim:
+        raise ConfigError(
+            f"{where}: effective_dim = {effective_dim} is larger than the number of parameters"
+            f" ({dim}); use an integer from 1 to {dim}, or leave it out for all coordinates"
+        )
 
 
 class KernelGradientEstimator:
@@ -98,8 +135,12 @@ class KernelGradientEstimator:
         dim: d, the number of parameters (points are flat ``(d,)`` tensors).
         history: T0 >= 2, the number of pairs kept.
         kernel: a name from :data:`optkit_optex.kernels.KERNELS`.
-        fit: ``"heuristic"`` (median distance + leave-one-out noise), ``"mll"`` (GPyTorch
-            marginal likelihood, started from the heuristic) or ``"fixed"``.
+        fit: ``"heuristic"`` (median distance + leave-one-out noise), ``"forward"`` (the
+            same candidates chosen by forward validation: predict the newest round's
+            gradients from the older pairs), ``"mll"`` (GPyTorch marginal likelihood,
+            started from the heuristic), ``"fixed"`` or ``"reference"`` (the released
+            settings: lengthscale 0.1 on inputs divided by the mean norm of the stored
+            points, relative noise 1e-3, nothing fitted).
         lengthscale: hold the lengthscale at this value (required for ``fit="fixed"``).
         noise: hold the relative noise ``s^2 / outputscale`` at this value (``"fixed"``
             defaults it to 1e-3, the released reference's value).
@@ -130,7 +171,18 @@ class KernelGradientEstimator:
             CUDA graph (one per (N, queried rows); the first append of a shape runs eagerly,
             the second captures).
         device / dtype: where the buffers live (the parameters' device and dtype).
-        seed: seed of the coordinate subsample.
+        seed: seed of the coordinate subsamples (the fit's and ``effective_dim``'s).
+        effective_dim: measure distances on this many randomly chosen coordinates (seeded
+            generator) instead of all ``d`` (as the released code offers): the point
+            buffer is then ``(T0, effective_dim)`` and a query reads ``T0 (effective_dim +
+            d)`` floats. ``None``: all coordinates. Must be <= ``dim``.
+        noise_estimate: ``"fit"`` (the fitting rule chooses the relative noise) or
+            ``"spread"``: the noise variance is measured from each round's gradients (the
+            spread of the gradients sampled at one point when the caller passes it to
+            :meth:`append`, else half the mean squared difference of consecutive
+            gradients of the round) and the relative noise is held at
+            :func:`~optkit_optex.hyper.relative_noise` of its mean over the last
+            :data:`NOISE_ROUNDS` rounds; the fit chooses only the lengthscale.
     """
 
     def __init__(
@@ -151,6 +203,8 @@ class KernelGradientEstimator:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         seed: int = DEFAULTS.seed,
+        effective_dim: int | None = DEFAULTS.effective_dim,
+        noise_estimate: NoiseEstimate = DEFAULTS.noise_estimate,
     ) -> None:
         validate_estimator_config(
             history=history,
@@ -162,7 +216,11 @@ class KernelGradientEstimator:
             refit_every=refit_every,
             fit_lag=fit_lag,
             mll_steps=mll_steps,
+            effective_dim=effective_dim,
+            noise_estimate=noise_estimate,
         )
+        check_effective_dim(effective_dim, dim)
+        self.noise_estimate = noise_estimate
         self.dim, self.history, self.kernel, self.fit = dim, history, kernel, fit
         self.device, self.dtype = torch.device(device), dtype
         self.fitter = HyperFitter(
@@ -180,19 +238,30 @@ class KernelGradientEstimator:
         def buf(*shape: int) -> torch.Tensor:
             return torch.zeros(*shape, device=self.device, dtype=dtype)
 
-        self.X = buf(t0, dim)  # offsets Y_i = X_i - origin
-        self.G = buf(t0, dim)
         gen = torch.Generator().manual_seed(seed)
         m = min(fit_coords, dim)
         self.coords = torch.randperm(dim, generator=gen)[:m].sort().values.to(self.device)
+        # effective_dim: distances on a seeded coordinate subset (None: all coordinates).
+        self.dist_coords: torch.Tensor | None = None
+        dist_dim = dim
+        if effective_dim is not None and effective_dim < dim:
+            sub = torch.Generator().manual_seed(seed + 1)
+            picked = torch.randperm(dim, generator=sub)[:effective_dim].sort().values
+            self.dist_coords = picked.to(self.device)
+            dist_dim = effective_dim
+        self.dist_dim = dist_dim
+        self.X = buf(t0, dist_dim)  # offsets Y_i = X_i - origin (on the distance coordinates)
+        self.G = buf(t0, dim)
         # Device-side bookkeeping, all static buffers updated in place (CUDA-graph friendly):
         self.Gc = buf(t0, m)  # G at the fit's coordinates
         self.sqd = buf(t0, t0)  # squared distances between stored points
         self.a = buf(t0)  # squared distances from the anchor
         self.valid_dev = buf(t0)  # 1.0 for a stored slot, 0.0 otherwise
-        self.origin = buf(dim)  # X stores offsets from this point
-        self.anchor = buf(dim)  # the iteration's start point
-        self.anchor_y = buf(dim)  # anchor - origin
+        self.origin = buf(dist_dim)  # X stores offsets from this point
+        self.anchor = buf(dist_dim)  # the iteration's start point
+        self.anchor_y = buf(dist_dim)  # anchor - origin
+        self.pnorm = buf(t0)  # norms of the stored points (fit = "reference" only)
+        self._noise_in = buf(1)  # a noise variance the caller measured (static input)
         self.mean_grad = buf(dim)
         # W = (K + s^2 I)^-1 and the squared lengthscale, one buffer: one host-to-device copy.
         self._wl = buf(t0 * t0 + 1)
@@ -215,11 +284,11 @@ class KernelGradientEstimator:
         self._jitters = torch.tensor(JITTERS, device=self.device, dtype=torch.float64)
         self._eye64 = torch.eye(t0, device=self.device, dtype=torch.float64)
         self._solved = False  # a device solve ran since the last append
-        # Host mirror of (sqd, Gc, drift, spread, rung, ok): assembled on the device in
-        # _snap_dev and copied device-to-host after every append without blocking; begin()
-        # reads it (by then the copy is done).
-        self._snap_dev = buf(t0 * t0 + t0 * m + 4)
-        self._snap_host = torch.zeros(t0 * t0 + t0 * m + 4, dtype=dtype, pin_memory=cuda)
+        # Host mirror of (sqd, Gc, point scale, round noise, drift, spread, rung, ok):
+        # assembled on the device in _snap_dev and copied device-to-host after every append
+        # without blocking; begin() reads it (by then the copy is done).
+        self._snap_dev = buf(t0 * t0 + t0 * m + SNAP_TAIL)
+        self._snap_host = torch.zeros(t0 * t0 + t0 * m + SNAP_TAIL, dtype=dtype, pin_memory=cuda)
         self._snap_event = torch.cuda.Event() if cuda else None
         self._snap_new = False
         self._snap_solved = False  # the snapshot's (rung, ok) come from a device solve
@@ -227,11 +296,15 @@ class KernelGradientEstimator:
         self._start = torch.zeros(1, device=self.device, dtype=torch.long)
         self._arange = torch.arange(t0, device=self.device)
         self.graph_append = cuda_graph and cuda and self.device_solve
-        self._append_graphs = KeyedGraphs("append")  # per (N, queried rows)
-        self._append_inputs: dict[tuple[int, int], list[torch.Tensor | None]] = {}
+        self._append_graphs = KeyedGraphs("append")  # per (N, queried rows, noise given)
+        self._append_inputs: dict[tuple[int, int, bool], list[torch.Tensor | None]] = {}
         self._sqdist_host = torch.zeros(t0, t0, dtype=torch.float64)
         self._ys_host = torch.zeros(t0, m, dtype=torch.float64)
         self._drift = self._spread = 0.0
+        self._point_scale = 0.0
+        self._round_noise: deque[float] = deque(maxlen=NOISE_ROUNDS)
+        self._last_slots: list[int] = []  # slots the newest append wrote (fit = "forward")
+        self._variances: list[torch.Tensor] = []  # this iteration's query variances
         self._has_origin = False
         self.count = 0  # pairs ever appended
         self.mode: Literal["empty", "mean", "gp"] = "empty"
@@ -248,7 +321,8 @@ class KernelGradientEstimator:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of the two ring buffers: exactly ``2 * T0 * d * itemsize``."""
+        """Bytes of the two ring buffers: exactly ``T0 * (d + d_dist) * itemsize``, with
+        ``d_dist = effective_dim`` (``d`` without it)."""
         return self.X.numel() * self.X.element_size() + self.G.numel() * self.G.element_size()
 
     @property
@@ -277,8 +351,9 @@ class KernelGradientEstimator:
         """
         self.iteration += 1
         self._queried.clear()
+        self._variances.clear()
         if self.count == 0:
-            self.anchor.copy_(anchor.detach())
+            self.anchor.copy_(self._dsel(anchor.detach()))
             self.mode = "empty"
             return
         self._pull()
@@ -296,8 +371,24 @@ class KernelGradientEstimator:
         self._solved = False
         size = self.size
         sq = self._sqdist_host[:size, :size]
-        solve = self.fitter.update(self.iteration, sq, self._ys_host[:size])
+        solve = self.fitter.update(self.iteration, sq, self._ys_host[:size], self._context())
         self._use_fit(sq, solve, move_anchor=move_anchor)
+
+    def _context(self) -> FitContext:
+        """The fit's context: the newest round's slots, the measured noise, the scale."""
+        holdout = None
+        if self.fit == "forward" and self._last_slots:
+            holdout = torch.tensor(self._last_slots, dtype=torch.long)
+        noise_var = None
+        if self.noise_estimate == "spread" and self._round_noise:
+            noise_var = sum(self._round_noise) / len(self._round_noise)
+        return FitContext(holdout=holdout, noise_var=noise_var, point_scale=self._point_scale)
+
+    def _dsel(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(..., d)`` on the distance coordinates (``effective_dim``), else ``x``."""
+        if self.dist_coords is None:
+            return x
+        return x.index_select(-1, self.dist_coords)
 
     def _use_fit(self, sq: torch.Tensor, solve: torch.Tensor | None, *, move_anchor: bool) -> None:
         """Put the current fit to use: the mean fallback, the device solve's inputs, the
@@ -333,7 +424,8 @@ class KernelGradientEstimator:
     def move_anchor(self, anchor: torch.Tensor) -> None:
         """Anchor the distance formula at ``anchor`` (flat ``(d,)``): one product over X,
         device only, in place (capturable in a CUDA graph)."""
-        v = anchor.detach().to(self.dtype) - self.anchor
+        anchor = self._dsel(anchor.detach())
+        v = anchor.to(self.dtype) - self.anchor
         self.a.copy_(self._sqdist_to(v, torch.mv(self.X, v)) * self.valid_dev)
         self.anchor.copy_(anchor)
         torch.sub(self.anchor, self.origin, out=self.anchor_y)
@@ -345,21 +437,39 @@ class KernelGradientEstimator:
             return torch.zeros_like(self.mean_grad)
         if self.mode == "mean":
             return self.mean_grad.clone()
-        sq, mu = self._gp_query(x, None, None)
+        var = torch.zeros(1, device=self.device, dtype=self.dtype)
+        sq, mu = self._gp_query(x, None, None, var)
         self._queried.append(sq)  # reused by append: no second pass over X for x
+        self._variances.append(var)
         return mu
 
+    def last_variance(self) -> float:
+        """The relative posterior variance ``1 - k(x, X) W k(X, x)`` (in [0, 1], 1 = the
+        prior's) at the newest :meth:`query` point of this iteration; 0 outside ``"gp"``
+        mode (no kernel: nothing to distrust). One host read."""
+        return float(self._variances[-1]) if self._variances else 0.0
+
     @torch.no_grad()
-    def query_into(self, x: torch.Tensor, sq_out: torch.Tensor, mu_out: torch.Tensor) -> None:
+    def query_into(
+        self,
+        x: torch.Tensor,
+        sq_out: torch.Tensor,
+        mu_out: torch.Tensor,
+        var_out: torch.Tensor | None = None,
+    ) -> None:
         """:meth:`query` into static buffers: ``mu(x)`` into ``mu_out`` ``(d,)`` and, in
-        ``"gp"`` mode, the squared distances to the stored points into ``sq_out`` ``(T0,)``.
-        Reads only static buffers, so it can be captured in a CUDA graph."""
+        ``"gp"`` mode, the squared distances to the stored points into ``sq_out`` ``(T0,)``
+        and (when given) the relative posterior variance into ``var_out`` ``(1,)`` (0 in the
+        other modes). Reads only static buffers, so it can be captured in a CUDA graph."""
         if self.mode == "empty":
             mu_out.zero_()
         elif self.mode == "mean":
             mu_out.copy_(self.mean_grad)
         else:
-            self._gp_query(x, sq_out, mu_out)
+            self._gp_query(x, sq_out, mu_out, var_out)
+            return
+        if var_out is not None:
+            var_out.zero_()
 
     def queried_distances(self) -> torch.Tensor | None:
         """``(k, T0)`` distances of this iteration's :meth:`query` points (in call order), or
@@ -375,8 +485,14 @@ class KernelGradientEstimator:
         *,
         queried: torch.Tensor | None = None,
         check_finite: bool = True,
+        noise_var: torch.Tensor | None = None,
     ) -> None:
         """Add N pairs (``points``, ``grads``: ``(N, d)``); the oldest pairs drop out.
+
+        ``noise_var``: a ``(1,)`` (or 0-d) tensor, the per-coordinate noise variance of
+        ``grads`` as the caller measured it (e.g. from several minibatch gradients at one
+        point); used with ``noise_estimate = "spread"``, where otherwise the round's own
+        spread is measured.
 
         ``queried``: ``(k, T0)`` squared distances from ``points[:k]`` to the stored points
         as this iteration's queries computed them (:meth:`queried_distances`, or the
@@ -407,18 +523,23 @@ class KernelGradientEstimator:
         grads = grads.detach().to(self.dtype)
         n = points.shape[0]
         if not self._has_origin:
-            self.origin.copy_(points[0])
+            self.origin.copy_(self._dsel(points[0]))
             self._has_origin = True
         if self.count == 0:
-            self.anchor.copy_(points[0])
+            self.anchor.copy_(self._dsel(points[0]))
             torch.sub(self.anchor, self.origin, out=self.anchor_y)
             self.a.zero_()
         k = 0 if queried is None or self.mode != "gp" else min(queried.shape[0], n)
         q = queried[:k].to(self.dtype) if queried is not None and k else None
+        given = noise_var is not None and self.noise_estimate == "spread"
+        if given:
+            assert noise_var is not None
+            self._noise_in.copy_(noise_var.detach().reshape(1))
+        self._last_slots = [(self.count + i) % self.history for i in range(n)]
         if self.graph_append and self.count > 0:
-            self._append_graphed(points, grads, q, (n, k))
+            self._append_graphed(points, grads, q, (n, k, given))
         else:
-            self._append_device(points, grads, q)
+            self._append_device(points, grads, q, given)
         self._snap_solved = self._solved
         self._solved = False
         self._queried.clear()
@@ -427,12 +548,18 @@ class KernelGradientEstimator:
 
     # ---------------------------------------------------------------------------- internals
     def _append_device(
-        self, points: torch.Tensor, grads: torch.Tensor, queried: torch.Tensor | None
+        self,
+        points: torch.Tensor,
+        grads: torch.Tensor,
+        queried: torch.Tensor | None,
+        noise_given: bool = False,
     ) -> None:
         """:meth:`append`'s device work (static buffers, ring slots from the device counter
         ``_start``): distances, ring writes, the fallback one-hot and the snapshot."""
         t0, n = self.history, points.shape[0]
         k = 0 if queried is None else queried.shape[0]
+        full = points
+        points = self._dsel(points)
         vs = points - self.anchor  # (N, d), small: within a few steps of the anchor
         vv = (vs * vs).sum(1)
         rows = [queried] if queried is not None else []
@@ -453,7 +580,8 @@ class KernelGradientEstimator:
         self.sqd.index_put_((slots[:, None], slots[None, :]), among)
         self.X.index_copy_(0, slots, points - self.origin)
         self.G.index_copy_(0, slots, grads)
-        self.Gc.index_copy_(0, slots, grads.index_select(1, self.coords))
+        gc = grads.index_select(1, self.coords)
+        self.Gc.index_copy_(0, slots, gc)
         self.a.index_copy_(0, slots, vv)
         self.valid_dev.index_fill_(0, slots, 1.0)
         self._wfb.zero_()
@@ -465,18 +593,26 @@ class KernelGradientEstimator:
         snap[t0 * t0 : t0 * t0 + t0 * m].copy_(self.Gc.reshape(-1))
         snap[-4:-2].copy_(torch.stack([torch.dot(self.anchor_y, self.anchor_y), self.a.max()]))
         snap[-2:].copy_(self._info)
+        if self.fit == "reference":  # the mean norm of the stored points
+            self.pnorm.index_copy_(0, slots, torch.linalg.vector_norm(full, dim=1))
+            snap[-6].copy_((self.pnorm * self.valid_dev).sum() / self.valid_dev.sum())
+        if noise_given:
+            snap[-5].copy_(self._noise_in[0])
+        elif self.noise_estimate == "spread":  # consecutive differences of the round (NaN: N = 1)
+            snap[-5].copy_(round_spread(gc))
 
     def _append_graphed(
         self,
         points: torch.Tensor,
         grads: torch.Tensor,
         queried: torch.Tensor | None,
-        key: tuple[int, int],
+        key: tuple[int, int, bool],
     ) -> None:
         """:meth:`_append_device` on static copies of its inputs (one set per ``key = (N,
-        k)``), replayed from a CUDA graph per key (:class:`KeyedGraphs`: eager the first
-        time, captured the second; eager from then on after a failed capture)."""
+        k, noise given)``), replayed from a CUDA graph per key (:class:`KeyedGraphs`: eager
+        the first time, captured the second; eager from then on after a failed capture)."""
         inputs = self._append_inputs.get(key)
+        given = key[2]
         if inputs is None:
             inputs = [points.clone(), grads.clone(), None if queried is None else queried.clone()]
             self._append_inputs[key] = inputs
@@ -486,7 +622,7 @@ class KernelGradientEstimator:
                     static.copy_(value)
         p_in, g_in, q_in = inputs
         assert p_in is not None and g_in is not None
-        self._append_graphs.run(key, lambda: self._append_device(p_in, g_in, q_in))
+        self._append_graphs.run(key, lambda: self._append_device(p_in, g_in, q_in, given))
 
     @property
     def append_graph_failed(self) -> bool:
@@ -529,14 +665,23 @@ class KernelGradientEstimator:
         self._info.copy_(torch.cat([rung.to(f64), any_ok.to(f64).view(1)]))
 
     def _gp_query(
-        self, x: torch.Tensor, sq_out: torch.Tensor | None, mu_out: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        sq_out: torch.Tensor | None,
+        mu_out: torch.Tensor | None,
+        var_out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        v = x.detach().to(self.dtype) - self.anchor
+        v = self._dsel(x.detach()).to(self.dtype) - self.anchor
         sq = self._sqdist_to(v, torch.mv(self.X, v))
         if sq_out is not None:
             sq_out.copy_(sq)
         kvec = evaluate_sq(self.kernel, sq, 1.0, ls_sq=self.ls_sq)
         w = torch.mv(self.W, kvec)
+        if var_out is not None:  # 1 - k W k: the posterior variance relative to the prior's
+            var = (1.0 - torch.dot(kvec, w)).clamp(0.0, 1.0).reshape(1)
+            if self.device_solve:  # no rung succeeded: no trust in the estimate
+                var = torch.where(self._ok, var, torch.ones_like(var))
+            var_out.copy_(var)
         if self.device_solve:  # no rung succeeded: the newest gradient, G^T e_newest
             w = torch.where(self._ok, w, self._wfb)
         if mu_out is None:
@@ -568,8 +713,11 @@ class KernelGradientEstimator:
         host = self._snap_host.to(torch.float64, copy=True)
         t0 = self.history
         self._sqdist_host = host[: t0 * t0].view(t0, t0).clone()
-        self._ys_host = host[t0 * t0 : -4].view(t0, -1).clone()
-        self._drift, self._spread, rung, ok = host[-4:].tolist()
+        self._ys_host = host[t0 * t0 : -SNAP_TAIL].view(t0, -1).clone()
+        scale, noise_var, self._drift, self._spread, rung, ok = host[-SNAP_TAIL:].tolist()
+        self._point_scale = scale
+        if self.noise_estimate == "spread" and math.isfinite(noise_var) and noise_var >= 0:
+            self._round_noise.append(noise_var)
         if self._snap_solved:
             self.jitter = JITTERS[int(rung)] if ok else 0.0
             self.fallbacks += int(ok == 0.0)
@@ -621,14 +769,39 @@ def validate_estimator_config(
     refit_every: int,
     mll_steps: int,
     fit_lag: int,
+    effective_dim: int | None = None,
+    noise_estimate: str = "fit",
 ) -> None:
     """Raise :class:`ConfigError` naming the key for any invalid estimator option."""
     where = "optimizer 'optex'"
     if history < 2:
         raise ConfigError(f"{where}: history (T0) must be >= 2, got {history}")
     kernel_spec(kernel)
-    if fit not in ("heuristic", "mll", "fixed"):
-        raise ConfigError(f"{where}: fit must be 'heuristic', 'mll' or 'fixed', got {fit!r}")
+    if fit not in FIT_MODES:
+        valid = ", ".join(repr(m) for m in FIT_MODES)
+        raise ConfigError(f"{where}: fit must be one of {valid}, got {fit!r}")
+    if effective_dim is not None and (
+        isinstance(effective_dim, bool) or not isinstance(effective_dim, int) or effective_dim < 1
+    ):
+        raise ConfigError(
+            f"{where}: effective_dim must be an integer >= 1 (at most the number of"
+            f" parameters) or left out, got {effective_dim!r}"
+        )
+    if noise_estimate not in ("fit", "spread"):
+        raise ConfigError(
+            f"{where}: noise_estimate must be 'fit' or 'spread', got {noise_estimate!r}"
+        )
+    if noise_estimate == "spread" and (noise is not None or fit in ("fixed", "reference")):
+        raise ConfigError(
+            f"{where}: noise_estimate = 'spread' sets the noise itself; it cannot be combined"
+            f" with a fixed noise or fit = {fit!r} (use fit = 'heuristic', 'forward' or 'mll'"
+            " without noise)"
+        )
+    if fit == "reference" and (lengthscale is not None or noise is not None):
+        raise ConfigError(
+            f"{where}: fit = 'reference' uses the released lengthscale and noise; leave"
+            " lengthscale and noise out (or use fit = 'fixed')"
+        )
     if fit == "mll" and importlib.util.find_spec("gpytorch") is None:
         raise ConfigError(f"{where}: fit = 'mll' needs gpytorch: pip install 'optkit[optex]'")
     if fit == "fixed" and lengthscale is None:
@@ -659,6 +832,8 @@ def estimator_options(
     fit_lag: int,
     mll_steps: int,
     seed: int,
+    effective_dim: int | None = DEFAULTS.effective_dim,
+    noise_estimate: str = DEFAULTS.noise_estimate,
 ) -> dict[str, Any]:
     """The estimator's keyword options (all but ``history``), validated
     (:func:`validate_estimator_config`) before anything runs; what the ``optex`` optimizer and
@@ -672,6 +847,8 @@ def estimator_options(
         refit_every=refit_every,
         fit_lag=fit_lag,
         mll_steps=mll_steps,
+        effective_dim=effective_dim,
+        noise_estimate=noise_estimate,
     )
     validate_estimator_config(history=history, **options)
     return {**options, "seed": seed}

@@ -105,6 +105,8 @@ class FlatProxy:
         save_states: keep the proxy state at each proxy point (``next_iterate = "best"``
             with ``proxy_updates_state``).
         cuda_graph: capture the body on CUDA (ignored elsewhere).
+        track_variance: record the estimate's relative posterior variance at each queried
+            point in ``VAR`` ``(N-1,)`` (for ``stop_variance``).
 
     Buffers: ``P`` ``(N, d)`` the iteration's points, ``SQ`` ``(N-1, T0)`` the queried
     squared distances, ``pgrad`` ``(d,)`` the proxy steps' gradient.
@@ -119,12 +121,16 @@ class FlatProxy:
         *,
         save_states: bool,
         cuda_graph: bool,
+        track_variance: bool = False,
     ) -> None:
         cls = base.torch_class
         kwargs = {**base.torch_kwargs(), **implementation_kwargs(cls, x0.device, x0.dtype)}
         self.n, self.save_states = n, save_states
         self.P = torch.zeros(n, x0.numel(), device=x0.device, dtype=x0.dtype)
         self.SQ = torch.zeros(max(n - 1, 1), t0, device=x0.device, dtype=x0.dtype)
+        self.VAR: torch.Tensor | None = (
+            torch.zeros(max(n - 1, 1), device=x0.device, dtype=x0.dtype) if track_variance else None
+        )
         self.tslot = x0.detach().clone()
         self.topt = cls([self.tslot], **kwargs)
         self.pslot = torch.zeros_like(self.tslot)
@@ -180,7 +186,8 @@ class FlatProxy:
         for s in range(1, self.n):
             if self.save_states:
                 self._copy_state(self.saved[s - 1], pstate)
-            est.query_into(self.pslot, self.SQ[s - 1], self.pgrad)
+            var = None if self.VAR is None else self.VAR[s - 1 : s]
+            est.query_into(self.pslot, self.SQ[s - 1], self.pgrad, var)
             self.popt.step()
             self.P[s].copy_(self.pslot)
 

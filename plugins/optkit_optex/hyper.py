@@ -196,6 +196,101 @@ def fit_heuristic_solve(
     return hyper, (w if ok and nz_f >= EIG_SOLVE_MIN_NOISE else None)
 
 
+def forward_errors(
+    sqdist: torch.Tensor,
+    ys: torch.Tensor,
+    holdout: torch.Tensor,
+    kernel: str,
+    lengthscales: torch.Tensor,
+    noises: torch.Tensor,
+) -> torch.Tensor:
+    """Mean squared error of predicting the held-out rows of ``ys`` from the others with the
+    GP mean, for every (lengthscale, noise) pair: what the proxy steps ask of the kernel
+    (extrapolate ahead of the stored points), where :func:`loo_errors` scores interpolation.
+
+    Args:
+        sqdist: ``(n, n)`` squared distances; ys: ``(n, m)`` targets; holdout: ``(h,)`` row
+            indices to predict (the newest round), ``1 <= h <= n - 2``;
+        lengthscales: ``(L,)``; noises: ``(k,)``.
+
+    Returns:
+        ``(L, k)`` mean over held-out rows and coordinates of ``(mu - y)^2``, with
+        ``mu = K_ht (K_tt + noise I)^-1 Y_t`` (unit output scale), from one batched
+        eigendecomposition of the ``L`` training kernel matrices.
+    """
+    n = sqdist.shape[0]
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[holdout] = False
+    train = keep.nonzero().flatten()
+    ls_sq = (lengthscales * lengthscales)[:, None, None]
+    spec = kernel_spec(kernel)
+    k_tt = spec.closed_form(sqdist[train][:, train].clamp_min(0.0)[None] / ls_sq)  # (L, t, t)
+    k_ht = spec.closed_form(sqdist[holdout][:, train].clamp_min(0.0)[None] / ls_sq)  # (L, h, t)
+    evals, evecs = torch.linalg.eigh(k_tt)
+    evals = evals.clamp_min(0.0)
+    z = evecs.mT @ ys[train]  # (L, t, m)
+    kx = k_ht @ evecs  # (L, h, t)
+    inv = 1.0 / (evals[:, None, :] + noises[None, :, None])  # (L, k, t)
+    pred = (kx[:, None] * inv[:, :, None, :]) @ z[:, None]  # (L, k, h, m)
+    return ((pred - ys[holdout][None, None]) ** 2).mean((2, 3))
+
+
+def fit_forward(
+    sqdist: torch.Tensor,
+    ys: torch.Tensor,
+    holdout: torch.Tensor,
+    kernel: str,
+    *,
+    lengthscale: float | None = None,
+    noise: float | None = None,
+) -> Hyper | None:
+    """The heuristic's candidates (``SCALE_GRID`` x the median distance, ``NOISE_GRID``; a
+    given ``lengthscale`` or ``noise`` held), chosen by :func:`forward_errors` on the
+    ``holdout`` rows instead of by leave-one-out. Falls back to :func:`fit_heuristic` when
+    fewer than 2 rows would be left to train on. ``None`` when all points coincide."""
+    n, h = sqdist.shape[0], holdout.numel()
+    if h < 1 or n - h < 2:
+        return fit_heuristic(sqdist, ys, kernel, lengthscale=lengthscale, noise=noise)
+    dtype = sqdist.dtype
+    if lengthscale is None:
+        med = median_distance(sqdist)
+        if med is None:
+            return None
+        scales = med * torch.tensor(SCALE_GRID, dtype=dtype)
+    else:
+        scales = torch.tensor([lengthscale], dtype=dtype)
+    noises = torch.tensor(NOISE_GRID if noise is None else (noise,), dtype=dtype)
+    err = forward_errors(sqdist, ys, holdout, kernel, scales, noises)
+    best = int(torch.argmin(err.reshape(-1)))
+    li, ni = divmod(best, noises.numel())
+    outputscale = float((ys * ys).mean()) or 1.0
+    return Hyper(float(scales[li]), outputscale, float(noises[ni]))
+
+
+def relative_noise(noise_var: float, ys: torch.Tensor) -> float:
+    """The relative noise ``s^2 / o`` from a measured per-coordinate gradient noise variance
+    ``s^2`` and the stored gradients ``ys`` ``(n, m)``, whose mean square is ``o + s^2``;
+    clamped to the range of ``NOISE_GRID``."""
+    signal = float((ys * ys).mean()) - noise_var
+    low, high = NOISE_GRID[0], NOISE_GRID[-1]
+    if signal <= 0.0:
+        return high
+    return min(max(noise_var / signal, low), high)
+
+
+REFERENCE_LENGTHSCALE = 0.1
+"""``fit = "reference"``: the released code's lengthscale, on inputs divided by one shared
+scale (here the mean norm of the stored points), and its relative noise 1e-3."""
+REFERENCE_NOISE = 1e-3
+
+
+def reference_hyper(point_scale: float) -> Hyper:
+    """The released settings: lengthscale 0.1 on inputs divided by ``point_scale`` (so 0.1 x
+    ``point_scale`` in distance units; 0.1 when the scale is not positive), noise 1e-3."""
+    scale = point_scale if point_scale > 0.0 and math.isfinite(point_scale) else 1.0
+    return Hyper(REFERENCE_LENGTHSCALE * scale, 1.0, REFERENCE_NOISE)
+
+
 def mds_embedding(sqdist: torch.Tensor) -> torch.Tensor:
     """Points ``(n, n)`` whose pairwise squared distances equal ``sqdist`` (classical MDS;
     tiny negative eigenvalues from rounding are clamped to 0)."""

@@ -14,6 +14,12 @@ One iteration with parallelism N (Shu et al., arXiv 2402.11427, Alg. 1), from it
    lowest observed loss (``"best"``). Only the chosen point's true step is computed: the
    others would be discarded.
 
+Options beyond the paper: ``batches_per_point = K`` evaluates K minibatch gradients at each
+point and averages them (``parallelism x K`` workers per round, all counted by the oracle);
+``stop_variance`` ends the proxy trajectory at the first point where the estimate's relative
+posterior variance exceeds it, and the workers of the points not reached evaluate the last
+point instead (:mod:`optkit_optex.rounds`): the iteration then advances fewer base steps.
+
 With an empty history (the first iteration) there is no estimate: all N points are
 ``theta_0`` (N gradient samples at one point) and the iteration is one true step.
 """
@@ -38,9 +44,23 @@ from optkit.interfaces import (
     Support,
 )
 from optkit.oracle import Oracle
-from optkit_optex.estimator import DEFAULTS, FitMode, KernelGradientEstimator, estimator_options
+from optkit_optex.estimator import (
+    DEFAULTS,
+    FitMode,
+    KernelGradientEstimator,
+    NoiseEstimate,
+    estimator_options,
+)
 from optkit_optex.flat import Flattener
 from optkit_optex.fused import FlatProxy, flat_rule_supported
+from optkit_optex.rounds import (
+    check_batches_per_point,
+    check_stop_variance,
+    expand,
+    group_counts,
+    group_mean,
+    within_noise,
+)
 
 
 @dataclass
@@ -94,6 +114,10 @@ class OptEx(Optimizer):
         fused: bool = True,
         cuda_graph: bool = True,
         device_solve: bool | Literal["auto"] = "auto",
+        batches_per_point: int = 1,
+        stop_variance: float | None = None,
+        effective_dim: int | None = DEFAULTS.effective_dim,
+        noise_estimate: NoiseEstimate = DEFAULTS.noise_estimate,
     ) -> None:
         """Args:
         base / base_config: a registered first-order optimizer and its keyword config.
@@ -103,8 +127,16 @@ class OptEx(Optimizer):
         proxy_updates_state: carry the base state (Adam moments, step count) through the
             proxy steps (released behaviour); ``False`` runs them on a copy and takes the true
             step from the iteration's starting state.
-        kernel, fit, lengthscale, noise, fit_coords, refit_every, fit_lag, mll_steps: estimator
-            options, see :class:`~optkit_optex.estimator.KernelGradientEstimator`.
+        kernel, fit, lengthscale, noise, fit_coords, refit_every, fit_lag, mll_steps,
+        effective_dim, noise_estimate: estimator options, see
+            :class:`~optkit_optex.estimator.KernelGradientEstimator`.
+        batches_per_point: K >= 1 minibatch gradients averaged at each point (a round
+            evaluates ``parallelism x K`` gradients; their spread is the noise measurement
+            of ``noise_estimate = "spread"`` when K >= 2).
+        stop_variance: stop the proxy trajectory at the first point whose relative posterior
+            variance ``1 - k W k`` exceeds this value in (0, 1] (``None``: never); the
+            workers of the points not reached evaluate the last point (one read of the N-1
+            variances per iteration on the fused path).
         seed: seed of the estimator's coordinate subsample.
         fused: run a ``torch.optim``-backed elementwise base on one flat tensor
             (:mod:`optkit_optex.fused`); other bases always take the generic loop.
@@ -117,6 +149,8 @@ class OptEx(Optimizer):
             :class:`~optkit_optex.estimator.KernelGradientEstimator`).
         """
         check_parallelism(parallelism, self.name)
+        check_batches_per_point(batches_per_point)
+        check_stop_variance(stop_variance)
         if next_iterate not in ("last", "best"):
             raise ConfigError(
                 f"optimizer 'optex': next_iterate must be 'last' or 'best', got {next_iterate!r}"
@@ -140,7 +174,10 @@ class OptEx(Optimizer):
             fit_lag=fit_lag,
             mll_steps=mll_steps,
             seed=seed,
+            effective_dim=effective_dim,
+            noise_estimate=noise_estimate,
         )
+        self.batches_per_point, self.stop_variance = batches_per_point, stop_variance
         self.base: FirstOrderOptimizer = build_base(base, base_config, self.name)
         self.parallelism, self.history = parallelism, history
         self.next_iterate, self.proxy_updates_state = next_iterate, proxy_updates_state
@@ -171,8 +208,10 @@ class OptEx(Optimizer):
                 flat.flatten(params).detach(),
                 self.parallelism,
                 self.history,
-                save_states=self.next_iterate == "best" and self.proxy_updates_state,
+                save_states=(self.next_iterate == "best" or self.stop_variance is not None)
+                and self.proxy_updates_state,
                 cuda_graph=self.cuda_graph,
+                track_variance=self.stop_variance is not None,
             )
             views = [flat.unflatten(proxy.P[s]) for s in range(self.parallelism)]
             return OptExState(None, estimator, flat, fused=proxy, point_views=views)
@@ -200,16 +239,51 @@ class OptEx(Optimizer):
         else:
             proxy.P[1:].copy_(proxy.P[0].expand(n - 1, -1))
         assert state.point_views is not None  # built with the fused state
-        evaluation = oracle.evaluate(state.point_views)
-        losses = evaluation.losses.tolist()  # the GPU queue is drained by the oracle's check
-        grads = flat.flatten_many(evaluation.grads)
-        queried = proxy.SQ[: n - 1] if ran and est.mode == "gp" else None
-        est.append(proxy.P, grads, iteration=state.iteration, queried=queried, check_finite=False)
-        j = n - 1 if self.next_iterate == "last" else min(range(n), key=losses.__getitem__)
+        last = n - 1
+        if ran and proxy.VAR is not None and est.mode == "gp":
+            last = self._stop_index(proxy.VAR[: n - 1].tolist())
+        counts = group_counts(last + 1, n, self.batches_per_point)
+        views = state.point_views if last == n - 1 else state.point_views[: last + 1]
+        evaluation = oracle.evaluate(views if len(counts) == sum(counts) else expand(views, counts))
+        # the GPU queue is drained by the oracle's check
+        losses = group_mean(evaluation.losses, counts).tolist()
+        every = flat.flatten_many(evaluation.grads)
+        grads = group_mean(every, counts)
+        queried = proxy.SQ[: min(last + 1, n - 1)] if ran and est.mode == "gp" else None
+        est.append(
+            proxy.P[: last + 1],
+            grads,
+            iteration=state.iteration,
+            queried=queried,
+            check_finite=False,
+            noise_var=self._noise_var(est, every, counts),
+        )
+        j = last if self.next_iterate == "last" else min(range(last + 1), key=losses.__getitem__)
         new = proxy.true_step(j, grads[j], from_proxy=ran and self.proxy_updates_state)
         out = flat.unflatten(new)
         state.returned = (out, new)
         return out, state, StepInfo(loss=losses[0], extras=self._extras(est, j, losses))
+
+    def _stop_index(self, variances: list[float]) -> int:
+        """The last point of the proxy trajectory: the first queried point whose variance
+        exceeds ``stop_variance`` (its estimate is not trusted, so no step is taken from
+        it), else N - 1. ``variances[i]``: at point i, i < N - 1."""
+        assert self.stop_variance is not None
+        for i, var in enumerate(variances):
+            if var > self.stop_variance:
+                return i
+        return self.parallelism - 1
+
+    @staticmethod
+    def _noise_var(
+        est: KernelGradientEstimator, every: torch.Tensor, counts: list[int]
+    ) -> torch.Tensor | None:
+        """With ``noise_estimate = "spread"``: the noise variance of the averaged gradients
+        from the spread of the gradients at one point (``None`` when no point has two; the
+        estimator then measures the round's consecutive differences)."""
+        if est.noise_estimate != "spread":
+            return None
+        return within_noise(every.index_select(1, est.coords), counts)
 
     @staticmethod
     def _flat_start(params: Params, state: OptExState) -> torch.Tensor:
@@ -227,7 +301,10 @@ class OptEx(Optimizer):
         est, flat, n = state.estimator, state.flat, self.parallelism
         est.begin(flat.flatten(params))
         points: list[Params] = [params]
-        saved: list[Any] = []  # base state at each point (only for next_iterate = "best")
+        saved: list[Any] = []  # base state at each point ("best" or stop_variance only)
+        save = (self.next_iterate == "best" or self.stop_variance is not None) and (
+            self.proxy_updates_state
+        )
         if est.mode == "empty" or n == 1:
             points = [params] * n
             run_state = state.base_state
@@ -239,28 +316,41 @@ class OptEx(Optimizer):
             )
             current = params
             for _ in range(n - 1):
-                if self.next_iterate == "best" and self.proxy_updates_state:
+                if save:
                     saved.append(self.base.clone_state(run_state))
                 mu = flat.unflatten(est.query(flat.flatten(current)))
+                if (
+                    self.stop_variance is not None
+                    and est.mode == "gp"
+                    and est.last_variance() > self.stop_variance
+                ):
+                    break  # the estimate at `current` is not trusted: the trajectory ends here
                 current, run_state = self.base.update(current, mu, run_state)
                 points.append(current)
-        evaluation = oracle.evaluate(points)
-        losses = evaluation.losses.tolist()
+        last = len(points) - 1
+        counts = group_counts(last + 1, n, self.batches_per_point)
+        grouped = len(counts) != sum(counts)
+        evaluation = oracle.evaluate(expand(points, counts) if grouped else points)
+        losses = group_mean(evaluation.losses, counts).tolist()
+        every = flat.flatten_many(evaluation.grads)
+        grads = group_mean(every, counts)
         est.append(
             torch.stack([flat.flatten(p) for p in points]),
-            flat.flatten_many(evaluation.grads),
+            grads,
             iteration=state.iteration,
             queried=est.queried_distances(),
             check_finite=False,  # the oracle has refused non-finite gradients already
+            noise_var=self._noise_var(est, every, counts),
         )
-        j = n - 1 if self.next_iterate == "last" else min(range(n), key=losses.__getitem__)
+        j = last if self.next_iterate == "last" else min(range(last + 1), key=losses.__getitem__)
         if not self.proxy_updates_state:
             true_state = state.base_state
-        elif j == n - 1 or not saved:
+        elif j == last or not saved:
             true_state = run_state
         else:
             true_state = saved[j]
-        new_params, state.base_state = self.base.update(points[j], evaluation.grads[j], true_state)
+        grad_j = flat.unflatten(grads[j].clone()) if grouped else evaluation.grads[j]
+        new_params, state.base_state = self.base.update(points[j], grad_j, true_state)
         return new_params, state, StepInfo(loss=losses[0], extras=self._extras(est, j, losses))
 
     @staticmethod
@@ -274,4 +364,5 @@ class OptEx(Optimizer):
             "optex_lengthscale": hyper.lengthscale if hyper else float("nan"),
             "optex_noise": hyper.noise if hyper else float("nan"),
             "optex_min_loss": min(losses),
+            "optex_points": float(len(losses)),
         }

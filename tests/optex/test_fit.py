@@ -106,7 +106,7 @@ def test_the_fit_worker_runs_single_threaded_without_changing_the_main_thread() 
 
 
 class _FailingFitter(HyperFitter):
-    def fit(self, sq: torch.Tensor, ys: torch.Tensor) -> tuple[Hyper | None, None]:
+    def fit(self, *args: object) -> tuple[Hyper | None, None]:
         raise RuntimeError("fit exploded")
 
 
