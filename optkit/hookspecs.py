@@ -48,3 +48,10 @@ def optkit_register_hyperoptimizers(register: Register) -> None:
 @hookspec
 def optkit_register_executors(register: Register) -> None:
     """Register :class:`optkit.Executor` subclasses: ``register(MyExecutor)``."""
+
+
+@hookspec
+def optkit_register_artifacts(register: Callable[[Any], None]) -> None:
+    """Register the data this plugin's objectives read, as :class:`optkit.data.Artifact`
+    records: ``register(Artifact(...))``. ``optkit data list``, ``fetch`` and ``add`` then know
+    them; names must be unique across plugins."""

@@ -129,6 +129,8 @@ class LoadedPlugins:
     failed: list[FailedPlugin] = field(default_factory=list)
     clashes: list[Clash] = field(default_factory=list)
     unknown_hooks: list[UnknownHook] = field(default_factory=list)
+    artifacts: list[tuple[Any, Source]] = field(default_factory=list)
+    """``(optkit.data.Artifact, its plugin)`` from the ``optkit_register_artifacts`` hooks."""
 
 
 def strict() -> bool:
@@ -203,7 +205,32 @@ def load(extra_plugins: list[tuple[str, Any]] | None = None) -> LoadedPlugins:
                 continue
             for cls in collected:
                 _add(result, Entry(kind, cls.name, cls, source))
+    _collect_artifacts(pm, sources, result)
     return result
+
+
+def _collect_artifacts(
+    pm: pluggy.PluginManager, sources: dict[str, Source], result: LoadedPlugins
+) -> None:
+    """Call every ``optkit_register_artifacts``; a plugin that fails or registers something
+    that is not an :class:`optkit.data.Artifact` is a failed plugin, like any other."""
+    from optkit.data.artifacts import Artifact
+
+    for impl in pm.hook.optkit_register_artifacts.get_hookimpls():
+        source = sources[impl.plugin_name]
+        collected: list[Any] = []
+        try:
+            impl.function(register=collected.append)
+            for item in collected:
+                if not isinstance(item, Artifact):
+                    raise TypeError(
+                        f"optkit_register_artifacts registered {item!r}, which is not an"
+                        " optkit.data.Artifact"
+                    )
+        except Exception as exc:
+            _fail(result, source.plugin, source.distribution, exc)
+            continue
+        result.artifacts.extend((item, source) for item in collected)
 
 
 def _check_class(cls: Any, kind: str, source: Source) -> None:

@@ -36,6 +36,11 @@ class Registry:
         """Plugin functions that are never called (misspelled or unmarked hooks)."""
         return list(self._loaded.unknown_hooks)
 
+    @property
+    def artifacts(self) -> list[Any]:
+        """The :class:`optkit.data.Artifact` records the plugins registered."""
+        return [artifact for artifact, _ in self._loaded.artifacts]
+
     def check_clashes(self) -> None:
         """Raise :class:`PluginError` naming both sources of every clash, if there is one.
 

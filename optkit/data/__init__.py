@@ -2,8 +2,9 @@
 
 :mod:`optkit.data.artifacts` defines an artifact (content named by checksum, with its sources)
 and the cache layout; :mod:`optkit.data.fetch` fetches from the sources in order, adds a copy
-the user has, and reports each artifact's status; :mod:`optkit.data.catalog` lists the images
-and texts of the built-in workloads. The command line is ``optkit data list``,
+the user has, and reports each artifact's status. Plugins register artifacts through the hook
+``optkit_register_artifacts`` (the built-in vision and text plugins list theirs in their
+``catalog`` modules). The command line is ``optkit data list``,
 ``optkit data fetch NAME|--all`` and ``optkit data add NAME PATH``.
 """
 
@@ -15,7 +16,6 @@ from optkit.data import download
 from optkit.data.artifacts import (
     Artifact,
     Source,
-    add_catalog,
     artifact_path,
     artifacts,
     cache_dir,
@@ -45,7 +45,6 @@ __all__ = [
     "Source",
     "Status",
     "add",
-    "add_catalog",
     "artifact_path",
     "artifacts",
     "cache_dir",

@@ -6,9 +6,10 @@ wheel, a PyPI source archive or a Debian package. A user who already has the fil
 ``optkit data add NAME PATH`` (:func:`optkit.data.fetch.add`), verified against the checksum, so
 an artifact stays usable when every registry source has vanished.
 
-Fetching (trying the sources in order), adding and the status shown by ``optkit data list``
-live in :mod:`optkit.data.fetch`; downloads in :mod:`optkit.data.download`; archive reading in
-:mod:`optkit.data.extract`.
+Plugins register the artifacts their objectives read through the hook
+``optkit_register_artifacts``; :func:`artifacts` lists them. Fetching (trying the sources in
+order), adding and the status shown by ``optkit data list`` live in :mod:`optkit.data.fetch`;
+downloads in :mod:`optkit.data.download`; archive reading in :mod:`optkit.data.extract`.
 
 Cache layout::
 
@@ -28,7 +29,6 @@ pattern's last part is a pattern, the artifact is a directory holding every matc
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +38,6 @@ from optkit.errors import DataError
 
 SourceKind = Literal["pypi-wheel", "pypi-sdist", "pypi-file", "debian"]
 SOURCE_KINDS: tuple[str, ...] = ("pypi-wheel", "pypi-sdist", "pypi-file", "debian")
-
-CATALOG_MODULES: list[str] = [
-    "optkit.data.catalog",
-    "optkit_nlp.catalog",
-    "optkit_flexora.catalog",
-]
-"""Modules imported (when they exist) the first time :func:`artifacts` runs; each registers its
-artifacts at import time with :func:`register_artifact`. Append one with :func:`add_catalog`."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +123,6 @@ def is_pattern(text: str) -> bool:
 
 
 _ARTIFACTS: dict[str, Artifact] = {}
-_CATALOGS_LOADED: set[str] = set()
 
 
 def register_artifact(artifact: Artifact) -> None:
@@ -151,22 +142,14 @@ def unregister_artifact(name: str) -> None:
     _ARTIFACTS.pop(name, None)
 
 
-def add_catalog(module: str) -> None:
-    """Have :func:`artifacts` import ``module`` (which calls :func:`register_artifact`)."""
-    if module not in CATALOG_MODULES:
-        CATALOG_MODULES.append(module)
-
-
 def _load_catalogs() -> None:
-    for module in CATALOG_MODULES:
-        if module in _CATALOGS_LOADED:
-            continue
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # the catalog exists but one of its imports is missing
-                raise
-        _CATALOGS_LOADED.add(module)
+    """Register what the plugins registered through ``optkit_register_artifacts`` (the
+    process-wide registry is loaded once; registering the identical artifact again is a
+    no-op)."""
+    from optkit.registry import get_registry
+
+    for artifact in get_registry(allow_clashes=True).artifacts:
+        register_artifact(artifact)
 
 
 def artifacts() -> dict[str, Artifact]:

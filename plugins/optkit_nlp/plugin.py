@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from optkit.data import Artifact
 from optkit.hookspecs import Register, hookimpl
 
 
@@ -21,3 +24,12 @@ def register_text_objectives(register: Register) -> None:
 
     for cls in TEXT_OBJECTIVES:
         register(cls)
+
+
+@hookimpl
+def optkit_register_artifacts(register: Callable[[Artifact], None]) -> None:
+    """Shakespeare, SmolLM2-135M and the text tasks' data (:mod:`optkit_nlp.text_catalog`)."""
+    from optkit_nlp.text_catalog import ARTIFACTS
+
+    for artifact in ARTIFACTS:
+        register(artifact)

