@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optkit.comparisons.measured import is_measured
+from optkit.comparisons.targets import reaches
 from optkit.errors import ConfigError
 from optkit.figures import plot_metrics
 from optkit.results import atomic_write_text, load_rows
@@ -159,11 +160,7 @@ def add_steps_to_reference(
             # paired by seed: the reference's own final value for this seed (else the mean)
             ref_points = series.get((objective, ref.label, seed))
             target = max(ref_points)[1] if ref_points else ref.mean
-            hits = [
-                steps
-                for steps, value in sorted(points)
-                if (value >= target if maximize else value <= target)
-            ]
+            hits = [steps for steps, value in sorted(points) if reaches(value, target, maximize)]
             if hits:
                 reached.append(hits[0])
             else:

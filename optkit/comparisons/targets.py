@@ -12,7 +12,9 @@ reference is the objective's *first* label and the metric the one the report sho
 ``--metric`` given, else the objective's primary metric, else ``gap``, else ``loss``).
 
 A method reaches the target at its first evaluation whose value is ``<= target`` (a metric
-to minimize) or ``>= target`` (to maximize, as the objective's ``metric_direction`` says).
+to minimize) or ``>= target`` (to maximize, as the objective's ``metric_direction`` says), up
+to a relative :data:`TIE_RTOL`: a run that ends equal to the reference except for float32
+rounding (data_parallel averaging N identical gradients of a deterministic objective) ties.
 """
 
 from __future__ import annotations
@@ -107,12 +109,23 @@ def per_seed_targets(measured: Measured, objective: str, spec: TargetSpec) -> di
     return out
 
 
+TIE_RTOL = 1e-6
+"""Relative tolerance under which a value counts as equal to the target (a few float32 ulps)."""
+
+
+def reaches(value: float, target: float, maximize: bool) -> bool:
+    """Whether ``value`` reaches ``target`` in the metric's direction, ties within
+    :data:`TIE_RTOL` included."""
+    slack = TIE_RTOL * max(abs(target), 1e-12)
+    return value >= target - slack if maximize else value <= target + slack
+
+
 def first_reach(run: SeedRun, metric: str, target: float, maximize: bool) -> dict[str, Any] | None:
     """The first eval row of ``run`` whose ``metric`` reaches ``target``, or ``None``."""
     for row in run.evals:
         value = row.get(metric)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
-        if (value >= target) if maximize else (value <= target):
+        if reaches(float(value), target, maximize):
             return row
     return None

@@ -361,3 +361,13 @@ def test_run_prints_the_comparison_after_the_run(
     printed = capsys.readouterr().out
     assert "| sphere | adam | — | gap <= adam's final |" in printed
     assert "(2/2) | 1 [1, 1] |" in printed
+
+
+def test_a_float32_tie_with_the_target_counts_as_reached() -> None:
+    from optkit.comparisons.targets import reaches
+
+    target = 0.123456789
+    assert reaches(target * (1 + 3e-7), target, maximize=False)  # float32 rounding: a tie
+    assert not reaches(target * (1 + 1e-4), target, maximize=False)
+    assert reaches(-target * (1 + 3e-7), -target, maximize=True)
+    assert not reaches(0.9 * target, target, maximize=True)
