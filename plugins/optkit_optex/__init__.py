@@ -6,6 +6,8 @@ refit interval, lagged fits in a worker thread), :mod:`~optkit_optex.solve` (the
 ``(K + noise I)^-1`` with a jitter ladder, on the host or on the device),
 :mod:`~optkit_optex.estimator` (the kernel gradient estimator and its history),
 :mod:`~optkit_optex.fused` (the flat proxy loop and its CUDA graph),
+:mod:`~optkit_optex.rounds` (a round's workers grouped by point: batches per point, early
+stop),
 :mod:`~optkit_optex.flat` (params <-> flat vectors), :mod:`~optkit_optex.optimizer` (the
 registered ``optex`` optimizer), :mod:`~optkit_optex.torch_api` (``optkit.OptEx``, a
 ``torch.optim.Optimizer``).

@@ -9,7 +9,7 @@ not grow with ``d``. All inputs are small float64 CPU tensors:
 * ``sqdist``: ``(n, n)`` squared distances between the stored points;
 * ``ys``: ``(n, m)`` the stored gradients at the sampled coordinates.
 
-Two fitting rules:
+Fitting rules (``fit = "fixed"`` needs none):
 
 * :func:`fit_heuristic`: lengthscale = ``scale`` x the median pairwise distance (the median
   heuristic), then ``scale`` in {0.5, 1, 2} and the relative noise on a log grid are picked by
@@ -22,6 +22,12 @@ Two fitting rules:
   heuristic. The points enter GPyTorch through an exact Euclidean embedding of ``sqdist``
   (classical MDS: ``n`` points in ``R^(n-1)`` with the same pairwise distances), so GPyTorch's
   kernel sees exactly the distances of the ``d``-dimensional points.
+* :func:`fit_forward` (``fit = "forward"``): the heuristic's candidates, chosen by how well
+  the GP on the older pairs predicts the newest round's gradients (:func:`forward_errors`).
+* :func:`reference_hyper` (``fit = "reference"``): the released settings, nothing fitted.
+
+:func:`relative_noise` turns a measured gradient noise variance into the relative noise
+(``noise_estimate = "spread"``).
 """
 
 from __future__ import annotations
