@@ -154,3 +154,26 @@ def test_effective_dim_above_the_parameter_count_is_refused_before_the_first_ste
     opt = REG.create("optimizer", optex(3, effective_dim=21))
     with pytest.raises(ConfigError, match=r"effective_dim = 21 is larger than .* \(20\)"):
         opt.init(obj.init_params(torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_spread_noise_with_k_batches_measures_the_objectives_gradient_noise(fused: bool) -> None:
+    """The sphere's gradient noise is Gaussian with std 2 per coordinate (variance 4): with
+    K = 2 gradients per point the measured noise of the stored means is 4 / 2 = 2 per round;
+    without replication (K = 1) the consecutive-difference estimate also sees the noise
+    (variance 4 of single gradients) plus a little signal change."""
+    obj = REG.create("objective", {"name": "sphere", "dim": 500, "noise": 2.0})
+    obj.prepare(torch.device("cpu"), torch.float32)
+    for k, want in ((2, 2.0), (1, 4.0)):
+        opt = REG.create(
+            "optimizer", optex(3, batches_per_point=k, noise_estimate="spread", fused=fused)
+        )
+        gen = torch.Generator().manual_seed(0)
+        params = obj.init_params(gen)
+        state = opt.init(params)
+        oracle = Oracle(obj, REG.create("executor", {"name": "vmap"}), gen)
+        for _ in range(6):
+            params, state, _ = opt.step(params, state, oracle)
+        measured = list(state.estimator._round_noise)
+        assert len(measured) == 5  # read at each begin after an append
+        assert all(abs(v / want - 1) < 0.35 for v in measured), (k, measured)
