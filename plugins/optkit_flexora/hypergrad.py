@@ -1,6 +1,7 @@
 """Hypergradients of the validation loss w.r.t. the gate logits a.
 
-Notation: theta are the LoRA tensors (a params dict), g(a) = L * softmax(a) the gates,
+Notation: theta are the LoRA tensors (a params dict), g(a) the per-layer scales on the LoRA
+deltas (``gate_fn``, default L * softmax(a); see :func:`optkit_flexora.gates.gate_scales`),
 ``train_loss(theta, g, batch)`` and ``val_loss(theta, g, batch)`` scalar losses.
 
 * ``first_order`` (as released; DARTS' first-order mode): d/da val_loss(theta, g(a)) at the
@@ -28,7 +29,7 @@ from torch.optim import sgd as torch_sgd
 
 from optkit.errors import ConfigError
 from optkit.interfaces import Batch, Optimizer, Params
-from optkit_flexora.gates import gate_values
+from optkit_flexora.gates import GateFn, gate_values
 
 GatedLoss = Callable[[Params, torch.Tensor, Batch], torch.Tensor]
 """``(theta, gates (L,), batch) -> 0-dim loss``."""
@@ -47,11 +48,15 @@ def _leaf(params: Params) -> Params:
 
 
 def first_order(
-    val_loss: GatedLoss, params: Params, logits: torch.Tensor, val_batch: Batch
+    val_loss: GatedLoss,
+    params: Params,
+    logits: torch.Tensor,
+    val_batch: Batch,
+    gate_fn: GateFn = gate_values,
 ) -> Hypergradient:
     a = logits.detach().clone().requires_grad_(True)
     theta = {k: v.detach() for k, v in params.items()}
-    loss = val_loss(theta, gate_values(a), val_batch)
+    loss = val_loss(theta, gate_fn(a), val_batch)
     (grad,) = torch.autograd.grad(loss, a)
     return Hypergradient(grad, float(loss.detach()))
 
@@ -158,10 +163,11 @@ def unrolled(
     train_batches: Sequence[Batch],
     val_batch: Batch,
     update: DifferentiableUpdate,
+    gate_fn: GateFn = gate_values,
 ) -> Hypergradient:
     """Exact hypergradient through ``len(train_batches)`` unrolled inner steps."""
     a = logits.detach().clone().requires_grad_(True)
-    gates = gate_values(a)
+    gates = gate_fn(a)
     theta = _leaf(params)
     step = update.start()
     for batch in train_batches:
@@ -182,17 +188,18 @@ def finite_difference(
     val_batch: Batch,
     xi: float,
     epsilon: float = 0.01,
+    gate_fn: GateFn = gate_values,
 ) -> Hypergradient:
     """DARTS' second-order approximation with virtual SGD step ``xi`` and radius ``epsilon``."""
     a = logits.detach().clone().requires_grad_(True)
     theta = _leaf(params)
-    fixed = gate_values(a.detach())
+    fixed = gate_fn(a.detach())
     grads = torch.autograd.grad(train_loss(theta, fixed, train_batch), list(theta.values()))
     virtual = {
         k: (v - xi * g).detach().requires_grad_(True)
         for (k, v), g in zip(theta.items(), grads, strict=True)
     }
-    val = val_loss(virtual, gate_values(a), val_batch)
+    val = val_loss(virtual, gate_fn(a), val_batch)
     *d_theta, d_a = torch.autograd.grad(val, [*virtual.values(), a])
     norm = torch.sqrt(torch.stack([(d * d).sum() for d in d_theta]).sum())
     r = epsilon / float(norm.clamp(min=1e-12))
@@ -202,7 +209,7 @@ def finite_difference(
             k: (v + sign * r * d).detach() for (k, v), d in zip(theta.items(), d_theta, strict=True)
         }
         aa = a.detach().clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(train_loss(shifted, gate_values(aa), train_batch), aa)
+        (g,) = torch.autograd.grad(train_loss(shifted, gate_fn(aa), train_batch), aa)
         return g
 
     second = (grad_a(1.0) - grad_a(-1.0)) / (2 * r)

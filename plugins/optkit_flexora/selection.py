@@ -1,8 +1,9 @@
 """Which layers keep LoRA after the search: rules on the gate logits a (shape ``(L,)``).
 
 * ``positive_logit`` (released rule): layers with a_i > 0.
-* ``gate_above_one``: layers whose gate L * softmax(a)_i exceeds 1 (above the mean gate;
-  unlike a_i > 0 it does not depend on the logits' common offset).
+* ``gate_above_one``: layers whose gate exceeds 1. With the softmax form (L * softmax(a)_i)
+  that is above the mean gate and, unlike a_i > 0, does not depend on the logits' common
+  offset; with the sigmoid form (2 * sigmoid(a_i)) it is the same as a_i > 0.
 * ``top_k``: the k layers with the largest logits (ties broken by the lower index).
 
 An empty selection keeps the single layer with the largest logit (``fallback`` says so).
@@ -43,8 +44,11 @@ def check_top_k(rule: str, top_k: int | None, num_layers: int) -> None:
             )
 
 
-def select_layers(logits: torch.Tensor, rule: str, top_k: int | None = None) -> Selection:
-    """Apply ``rule`` to the gate logits ``a`` of shape ``(L,)``.
+def select_layers(
+    logits: torch.Tensor, rule: str, top_k: int | None = None, form: str = "softmax"
+) -> Selection:
+    """Apply ``rule`` to the gate logits ``a`` of shape ``(L,)`` (``form``: the gate form,
+    see :func:`optkit_flexora.gates.gate_values`).
 
     Raises:
         DivergenceError: non-finite logits.
@@ -58,7 +62,7 @@ def select_layers(logits: torch.Tensor, rule: str, top_k: int | None = None) -> 
         assert top_k is not None
         order = sorted(range(a.shape[0]), key=lambda i: (-float(a[i]), i))
         return Selection(sorted(order[:top_k]))
-    mask = a > 0 if rule == "positive_logit" else gate_values(a) > 1
+    mask = a > 0 if rule == "positive_logit" else gate_values(a, form) > 1
     chosen = [int(i) for i in torch.nonzero(mask).flatten()]
     if not chosen:
         return Selection([int(torch.argmax(a))], fallback=True)

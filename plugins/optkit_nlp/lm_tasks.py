@@ -3,8 +3,10 @@
 Every task is multiple choice (classification uses the class names as options): the score of
 an option is its length-normalized log-likelihood given the prompt, the prediction is the best
 option, and the training loss is the cross-entropy of the correct option over those scores
-(``train_loss = "choice_ce"``) or the negative normalized log-likelihood of the correct option
-alone (``"answer_nll"``, the supervised fine-tuning loss).
+(``train_loss = "choice_ce"``), the negative normalized log-likelihood of the correct option
+alone (``"answer_nll"``), or the token NLL of the correct options' tokens averaged over all of
+the batch's answer tokens (``"token_nll"``, the SFT loss of LLaMA-Factory, which the released
+Flexora code uses).
 
 Parameters are the trainable adapter tensors as a params dict (PEFT's parameter names); the loss
 is pure through :func:`torch.func.functional_call`, so any optkit optimizer drives the
@@ -133,7 +135,7 @@ class LoraTextTask(Objective):
         adalora_target_rank: int = 8,
         adalora_init_rank: int = 12,
         adalora_total_step: int = 100,
-        train_loss: Literal["choice_ce", "answer_nll"] = "choice_ce",
+        train_loss: Literal["choice_ce", "answer_nll", "token_nll"] = "choice_ce",
         attn_implementation: Literal["eager", "sdpa"] = "eager",
     ) -> None:
         """Args:
@@ -294,11 +296,14 @@ class LoraTextTask(Objective):
         self._require_prepared()
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def sample_split_batch(self, split: str, generator: torch.Generator) -> dict[str, Any]:
-        """``batch_size`` examples drawn without replacement from ``split``."""
+    def sample_split_batch(
+        self, split: str, generator: torch.Generator, size: int | None = None
+    ) -> dict[str, Any]:
+        """``size`` (default ``batch_size``) examples drawn without replacement from ``split``."""
         data = self.data[split]
         n = data["label"].shape[0]
-        idx = torch.randperm(n, generator=generator)[: min(self.batch_size, n)].to(self.device)
+        size = self.batch_size if size is None else size
+        idx = torch.randperm(n, generator=generator)[: min(size, n)].to(self.device)
         return {k: v[idx] for k, v in data.items()}
 
     def sample_batch(self, generator: torch.Generator, params: Params) -> dict[str, Any]:
@@ -319,6 +324,11 @@ class LoraTextTask(Objective):
             loss = torch.nn.functional.cross_entropy(
                 scores.masked_fill(~batch["valid"], -1e9), batch["label"]
             )
+        elif self.train_loss == "token_nll":  # sum of answer-token NLLs / answer tokens
+            label = batch["label"][:, None]
+            tokens = batch["option_mask"].sum(-1).gather(1, label).squeeze(1)  # (B,)
+            picked = scores.gather(1, label).squeeze(1)  # mean log-prob per token, (B,)
+            loss = -(picked * tokens).sum() / tokens.sum().clamp(min=1.0)
         else:
             loss = -scores.gather(1, batch["label"][:, None]).mean()
         if self.peft == "adalora":

@@ -124,10 +124,9 @@ def test_bad_objective_inputs_are_clear_errors() -> None:
 def test_flexora_refuses_a_validation_split_too_small(tmp_path: Path) -> None:
     raw = tomllib.loads((TASKS / "flexora-us_debates-cpu.toml").read_text())
     raw["objective"]["val_size"] = 1
-    summary = optkit.run(raw, out=tmp_path)
-    assert summary.cells_failed
-    text = (tmp_path / "results.jsonl").read_text()
-    assert "hold out at least 2" in text
+    with pytest.raises(ConfigError, match="at least 2 examples must be held out"):
+        optkit.run(raw, out=tmp_path / "run")  # refused before anything runs
+    assert not (tmp_path / "run" / "results.jsonl").exists()
 
 
 def test_multiple_choice_scoring_beats_chance_untrained() -> None:
