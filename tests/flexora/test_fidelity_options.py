@@ -95,6 +95,35 @@ def test_gate_power_three_matches_the_released_triple_scaling() -> None:
     assert float((once - released).abs().max()) > 1e-6  # power 1 is a different model
 
 
+def test_search_hypergradient_with_power_three_is_the_released_one() -> None:
+    """d val / d a through our single hook with gate_power = 3 equals d val / d a through the
+    released three pre-hooks (gates L softmax(a) inside the graph)."""
+    from optkit_flexora import hypergrad
+
+    from .helpers import lm_loss, lora_params, text_batches
+
+    model = tiny_lora(layers=3)
+    params = lora_params(model)
+    batch = text_batches(1, length=12, batch=2)[0]
+    logits = torch.tensor([0.2, -0.1, 0.05], dtype=torch.float64)
+    a = logits.clone().requires_grad_(True)
+    handles = _release_style_hooks(model, gate_values(a))
+    (released,) = torch.autograd.grad(lm_loss(model, params, batch), a)
+    for h in handles:
+        h.remove()
+    gates = LayerGates(model, discover_layers(model))
+
+    def gated(p: Any, g: torch.Tensor, b: Any) -> torch.Tensor:
+        with gates.applied(g):
+            return lm_loss(model, p, b)
+
+    ours = hypergrad.first_order(gated, params, logits, batch, gate_scales("softmax", 3))
+    once = hypergrad.first_order(gated, params, logits, batch)
+    gates.remove()
+    torch.testing.assert_close(ours.grad, released)
+    assert float((once.grad - released).abs().max()) > 1e-8
+
+
 # ---------------------------------------------------------------- bad input
 
 
