@@ -1,0 +1,78 @@
+"""The study task files (``tasks/study-*.toml``, ``tasks/bench-*.toml``) at a tiny size through
+``optkit bench`` and ``optkit report --format json``: each runs, and the report has a row per
+objective and method with the study's target. Every shipped task file is also checked by
+``tests/integration/test_task_files.py``; the studies on real data or GPUs are checked there
+only (their data and devices are not CI's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from optkit.cli import main
+from optkit.tasks import load_task
+
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
+
+TINY: dict[str, list[str]] = {
+    "study-optex-synthetic.toml": [
+        "objectives.0.dim=20",
+        "objectives.1.dim=20",
+        "optimizers.4.mll_steps=2",
+    ],
+    "study-optex-synthetic-noisy.toml": [f"objectives.{i}.dim=20" for i in range(4)],
+    "study-hpo-rosenbrock.toml": [
+        "objective.dim=5",
+        "hyperoptimizers.0.trials=2",
+        "hyperoptimizers.0.initial_trials=2",
+        "hyperoptimizers.1.trials=2",
+    ],
+}
+"""Overrides that make each study tiny (besides one seed and three iterations)."""
+
+ONLY_CHECKED = {
+    "study-hpo-mnist.toml": "MNIST data",
+    "study-workloads-cifar10-cpu.toml": "CIFAR-10 data",
+    "study-workloads-dqn-cpu.toml": "gymnasium, 1,500 iterations",
+    "study-workloads-shakespeare-cpu.toml": "Shakespeare data",
+    "study-multigpu-cifar10.toml": "GPUs, Ray, CIFAR-10 data",
+    "study-multigpu-shakespeare.toml": "GPUs, Ray, Shakespeare data",
+}
+"""Studies this file does not run, and why (they are validated by test_task_files.py)."""
+
+
+def test_every_study_is_run_or_listed() -> None:
+    shipped = {p.name for p in TASKS.glob("study-*.toml")} | {
+        p.name for p in TASKS.glob("bench-*.toml")
+    }
+    assert shipped == set(TINY) | set(ONLY_CHECKED)
+
+
+@pytest.mark.optex
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_study_runs_tiny(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    task = load_task(TASKS / name)
+    overrides = ["seeds=[0]", "budget.iterations=3", "budget.eval_every=1", *TINY[name]]
+    out = tmp_path / "run"
+    args = ["bench", str(TASKS / name), "--out", str(out)]
+    for override in overrides:
+        args += ["--set", override]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    labels = {r["label"] for r in rows}
+    objectives = {r["objective"] for r in rows}
+    assert (
+        len(rows)
+        == len(labels) * len(objectives)
+        == len(task.objectives) * len({c.label for c in task.cells()})
+    )
+    if task.target is not None:
+        reference = [r for r in rows if r["label"] == task.target.reference]
+        assert reference and all(r["steps_to_target"]["reached"] == "1/1" for r in reference)
