@@ -23,7 +23,7 @@ import torch
 
 from optkit.errors import ConfigError
 from optkit.interfaces import FirstOrderOptimizer, HyperContext, HyperOptimizer, HyperResult, Params
-from optkit_flexora.finetune import FinetuneResult, run_finetune
+from optkit_flexora.finetune import FinetuneResult, run_finetune, seeded_objective
 from optkit_flexora.layers import LayerStack
 
 Method = Literal["lora", "dora", "rslora", "adalora", "lora_drop", "random", "full"]
@@ -168,9 +168,7 @@ class LoraBaselines(HyperOptimizer):
         return HyperResult(best_config={"method": best[1]}, best_score=best[0], extras=extras)
 
     def _objective(self, context: HyperContext, overrides: dict[str, Any]) -> Any:
-        objective = context.create_objective(overrides)
-        objective.prepare(context.device, context.dtype)
-        return objective
+        return seeded_objective(context, overrides)
 
     def _run(
         self, context: HyperContext, method: str, steps: int, extras: dict[str, Any]

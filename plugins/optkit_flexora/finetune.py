@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from optkit.interfaces import Optimizer, Params
+from optkit.interfaces import HyperContext, Optimizer, Params
 from optkit.oracle import Oracle
 
 
@@ -54,9 +54,9 @@ class FinetuneResult:
 
 
 def serial_executor() -> Any:
-    import optkit
+    from optkit.executors import SerialExecutor  # the core's own: no registry lookup needed
 
-    return optkit.get_registry().create("executor", {"name": "serial"}, "flexora")
+    return SerialExecutor()
 
 
 def run_finetune(
@@ -120,3 +120,14 @@ def run_finetune(
     )
     record({"stage": f"{label}-result", **result.metrics()})
     return result
+
+
+def seeded_objective(context: HyperContext, overrides: dict[str, Any]) -> Any:
+    """The cell's objective with ``overrides``, prepared with torch's global RNG seeded by the
+    cell's seed (PEFT draws the LoRA A factors from it), so the adapters' initialization, like
+    the batches, depends on the seed alone and not on what ran before in the process."""
+    objective: Any = context.create_objective(overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(context.seed)
+        objective.prepare(context.device, context.dtype)
+    return objective

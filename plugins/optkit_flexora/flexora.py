@@ -40,7 +40,7 @@ from optkit.interfaces import (
 )
 from optkit.oracle import Oracle
 from optkit_flexora import hypergrad, stability
-from optkit_flexora.finetune import run_finetune, serial_executor
+from optkit_flexora.finetune import run_finetune, seeded_objective, serial_executor
 from optkit_flexora.gates import LayerGates, check_gate_options, gate_scales, gate_values
 from optkit_flexora.selection import check_top_k, select_layers
 
@@ -462,14 +462,3 @@ class Flexora(HyperOptimizer):
         optimizer = context.create_optimizer({})
         gen = torch.Generator().manual_seed(context.seed)
         return run_finetune(objective, optimizer, steps, gen, context.record, label)
-
-
-def seeded_objective(context: HyperContext, overrides: dict[str, Any]) -> Any:
-    """The cell's objective with ``overrides``, prepared with torch's global RNG seeded by the
-    cell's seed (PEFT draws the LoRA A factors from it), so the adapters' initialization, like
-    the batches, depends on the seed alone and not on what ran before in the process."""
-    objective: Any = context.create_objective(overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(context.seed)
-        objective.prepare(context.device, context.dtype)
-    return objective

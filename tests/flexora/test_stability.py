@@ -166,3 +166,44 @@ def test_a_shorter_search_is_the_prefix_of_a_longer_one(tmp_path: Path) -> None:
     long_end = next(r for r in long if r["event"] == "end")
     short_end = next(r for r in short if r["event"] == "end")
     assert long_end["selection_by_step"]["1"] == short_end["selected_layers_str"]
+
+
+def test_adapters_are_initialized_from_the_cell_seed_alone() -> None:
+    """seeded_objective (Flexora's search and fine-tune, the baselines): LoRA A factors depend
+    on the seed, not on torch's global generator, which is left as it was."""
+    from optkit_flexora.finetune import seeded_objective
+
+    from optkit.interfaces import HyperContext
+
+    spec = {"name": "us_debates", "train_size": 2, "val_size": 2, "test_size": 1, "layers": [0]}
+
+    def context(seed: int) -> HyperContext:
+        def create(overrides: Any) -> Any:
+            return optkit.get_registry().create("objective", {**spec, "layers": overrides["l"]})
+
+        return HyperContext(
+            objective_spec=spec,
+            optimizer_spec={"name": "adamw"},
+            budget={},
+            seed=seed,
+            generator=torch.Generator().manual_seed(seed),
+            run_trial=lambda o: None,  # type: ignore[arg-type,return-value]
+            create_objective=create,
+            create_optimizer=lambda o: None,  # type: ignore[arg-type,return-value]
+            record=lambda row: None,
+        )
+
+    def lora_a(seed: int) -> torch.Tensor:
+        params = seeded_objective(context(seed), {"l": [0]}).init_params(torch.Generator())
+        return next(v for k, v in params.items() if "lora_A" in k)
+
+    torch.manual_seed(123)
+    first = lora_a(5)
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    torch.rand(7)  # a different global state
+    torch.testing.assert_close(lora_a(5), first)
+    assert not torch.equal(lora_a(6), first)
+    torch.manual_seed(123)
+    lora_a(5)
+    assert torch.equal(torch.rand(1), after)  # the global generator is untouched
