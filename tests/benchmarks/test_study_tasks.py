@@ -39,6 +39,8 @@ ONLY_CHECKED = {
     "study-workloads-shakespeare-cpu.toml": "Shakespeare data",
     "study-multigpu-cifar10.toml": "GPUs, Ray, CIFAR-10 data",
     "study-multigpu-shakespeare.toml": "GPUs, Ray, Shakespeare data",
+    "study-flexora-ablation.toml": "SmolLM2-135M and BIG-bench data",
+    "study-flexora-ablation-unrolled.toml": "SmolLM2-135M and BIG-bench data",
 }
 """Studies this file does not run, and why (they are validated by test_task_files.py)."""
 
