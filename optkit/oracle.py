@@ -72,10 +72,10 @@ class Oracle:
         of every gradient tensor is finite exactly when all of them are (NaN and inf
         propagate through the sum; a finite overflow only sends it to the exact check
         below). The per-tensor checks, which name the offender, run only on that path."""
-        tensors = [evaluation.losses.detach()]
-        tensors.extend(g.detach() for grads in evaluation.grads for g in grads.values())
-        total = torch.nn.utils.get_total_norm(tensors, norm_type=1.0)
-        if math.isfinite(float(total)):
+        tensors = [evaluation.losses]
+        for grads in evaluation.grads:
+            tensors.extend(grads.values())
+        if math.isfinite(float(l1_total(tensors))):
             return
         self._raise_non_finite(evaluation)
 
@@ -94,3 +94,21 @@ class Oracle:
                         f"non-finite gradient for parameter '{key}' at gradient evaluation"
                         f" {self.grad_evals} (sequential step {self.sequential_steps})"
                     )
+
+
+@torch.no_grad()
+def l1_total(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of the L1 norms of ``tensors`` (any shapes), a 0-dim tensor on the device of
+    the first, computed without a host sync.
+
+    When all share one device and dtype (the usual case) this is one ``_foreach_norm`` launch
+    and one sum, with no per-tensor host work; otherwise
+    :func:`torch.nn.utils.get_total_norm` groups them by device and dtype.
+    """
+    first = tensors[0]
+    if len(tensors) == 1:
+        return torch.linalg.vector_norm(first, 1.0)
+    device, dtype = first.device, first.dtype
+    if all(t.device == device and t.dtype == dtype for t in tensors):
+        return torch.stack(torch._foreach_norm(tensors, 1.0)).sum()
+    return torch.nn.utils.get_total_norm(tensors, norm_type=1.0)

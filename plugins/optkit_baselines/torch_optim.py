@@ -1,19 +1,28 @@
 """``torch.optim`` update rules as functional optkit optimizers.
 
 The update rule is torch's own: a :class:`TorchOptimizer` keeps one ``torch.optim`` instance
-over private *slot* tensors; an update copies the incoming params into the slots, sets their
-``.grad``, calls ``step()`` and returns copies. Nothing of Adam or SGD is re-derived here.
+over private *slot* tensors; an update sets the slots' ``.grad``, calls ``step()`` and returns
+copies of the slots. Nothing of Adam or SGD is re-derived here.
+
+One copy of the parameters per update, not two: the slots are loaded from the incoming params
+only when those are not the unmodified copies this state handed out after its previous update
+(which hold exactly the slots' values). So in the usual loop, ``params = update(params, ...)``,
+``step()`` runs on the slots in place, as in a plain ``torch.optim`` loop, and the one copy
+out keeps the functional contract (the returned tensors are fresh; inputs are never mutated).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import inspect
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from optkit.interfaces import FirstOrderOptimizer, Params
+from optkit.interfaces import FirstOrderOptimizer, Params, StepInfo
+from optkit.oracle import Oracle
 
 
 @dataclass
@@ -21,10 +30,26 @@ class TorchOptState:
     """The slots the wrapped ``torch.optim`` instance owns, and that instance.
 
     ``slots``: name -> tensor with the params' shapes; ``optimizer.state`` holds the moments.
+    ``issued``: name -> (a weak reference to the copy of the slot the last update returned,
+    that copy's version counter when returned); empty until the first update.
     """
 
     slots: dict[str, torch.Tensor]
     optimizer: torch.optim.Optimizer
+    issued: dict[str, tuple[weakref.ref[torch.Tensor], int]] = field(default_factory=dict)
+
+    def holds(self, params: Params) -> bool:
+        """Whether ``params`` are, key for key, the copies the last update returned, not
+        modified in place since (their version counters unchanged): then the slots already
+        hold their values and need not be loaded."""
+        issued = self.issued
+        if len(issued) != len(params):
+            return False
+        for key, tensor in params.items():
+            entry = issued.get(key)
+            if entry is None or entry[0]() is not tensor or tensor._version != entry[1]:
+                return False
+        return True
 
 
 class TorchOptimizer(FirstOrderOptimizer):
@@ -33,8 +58,12 @@ class TorchOptimizer(FirstOrderOptimizer):
     torch_class: ClassVar[type[torch.optim.Optimizer]]
 
     def torch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``torch_class`` (override where names differ)."""
-        return dict(vars(self))
+        """Keyword arguments for ``torch_class``: the keyword arguments of this class's
+        ``__init__``, read back from the attributes of the same names (override where names
+        differ). Other instance attributes (such as the registry's ``optkit_spec``) are not
+        passed on."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k, p in names.items() if p.kind is p.KEYWORD_ONLY}
 
     def init(self, params: Params) -> TorchOptState:
         slots = {k: v.detach().clone() for k, v in params.items()}
@@ -45,14 +74,32 @@ class TorchOptimizer(FirstOrderOptimizer):
     def update(
         self, params: Params, grads: Params, state: TorchOptState
     ) -> tuple[Params, TorchOptState]:
+        load = not state.holds(params)
         for key, slot in state.slots.items():
-            slot.copy_(params[key])
-            slot.grad = grads[key].to(slot.dtype)
+            if load:
+                slot.copy_(params[key])
+            g = grads[key]
+            slot.grad = g if g.dtype == slot.dtype else g.to(slot.dtype)
         state.optimizer.step()
-        out = {k: slot.clone() for k, slot in state.slots.items()}
-        for slot in state.slots.values():
+        out: Params = {}
+        issued: dict[str, tuple[weakref.ref[torch.Tensor], int]] = {}
+        for key, slot in state.slots.items():
             slot.grad = None
+            copied = out[key] = slot.clone()
+            issued[key] = (weakref.ref(copied), copied._version)
+        state.issued = issued
         return out, state
+
+    def step(
+        self, params: Params, state: TorchOptState, oracle: Oracle
+    ) -> tuple[Params, TorchOptState, StepInfo]:
+        """One oracle round at ``params`` and one update. The loss is read before the update
+        is queued: on a GPU the oracle's finite check has just drained the queue, so the read
+        does not wait for the update's kernels, which overlap the caller's next work."""
+        evaluation = oracle.evaluate([params])
+        loss = float(evaluation.losses[0])
+        new_params, state = self.update(params, evaluation.grads[0], state)
+        return new_params, state, StepInfo(loss=loss)
 
     def clone_state(self, state: TorchOptState) -> TorchOptState:
         slots = {k: v.detach().clone() for k, v in state.slots.items()}

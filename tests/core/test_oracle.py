@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from optkit.errors import DivergenceError
 from optkit.executors import SerialExecutor, VmapExecutor
 from optkit.interfaces import Objective, Params
-from optkit.oracle import Oracle
+from optkit.oracle import Oracle, l1_total
 
 
 class SqrtPlusLinear(Objective):
@@ -72,3 +73,45 @@ def test_huge_but_finite_gradients_pass() -> None:
     evaluation = orc.evaluate([FINE, FINE])
     assert float(evaluation.grads[1]["b"][0]) == pytest.approx(3e38, rel=1e-6)
     assert orc.grad_evals == 2
+
+
+def test_l1_total_matches_torch_total_norm_and_propagates_non_finite() -> None:
+    """The fused sum equals ``get_total_norm(norm_type=1)`` on one dtype (the fast path), on
+    mixed dtypes (the grouped path) and on one tensor; a NaN or inf anywhere makes it
+    non-finite, including in a strided view (as the vmap executor's gradients are)."""
+    gen = torch.Generator().manual_seed(0)
+    same = [torch.randn(5, generator=gen), torch.randn(3, 4, generator=gen)[:, 1], torch.randn(())]
+    mixed = [*same, torch.randn(6, dtype=torch.float64, generator=gen)]
+    for tensors in (same, mixed, same[:1]):
+        torch.testing.assert_close(
+            l1_total(tensors).double(),
+            torch.nn.utils.get_total_norm(tensors, norm_type=1.0).double(),
+        )
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        stacked = torch.zeros(3, 4)
+        stacked[2, 1] = bad
+        views = [stacked[i] for i in range(3)]
+        assert not math.isfinite(float(l1_total([torch.zeros(2), *views])))
+        assert not math.isfinite(float(l1_total([*mixed, stacked[2]])))
+
+
+@pytest.mark.parametrize("n", [1, 8])
+def test_vmap_round_of_many_tensors_names_the_offender(n: int) -> None:
+    """A round of N points over several tensors (gradients as views into the vmapped stack):
+    a non-finite gradient in the last point is found and named, whatever N."""
+    orc = oracle(VmapExecutor())
+    points = [FINE] * (n - 1) + [{"w": torch.tensor([1.0, 1.0, 0.0]), "b": torch.zeros(2)}]
+    with pytest.raises(DivergenceError, match=r"parameter 'w' at gradient evaluation " + str(n)):
+        orc.evaluate(points)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA synchronisations")
+def test_a_round_synchronises_the_host_once_on_cuda() -> None:
+    from optkit.testing import count_syncs
+
+    objective = SqrtPlusLinear()
+    objective.prepare(torch.device("cuda"), torch.float32)
+    orc = Oracle(objective, VmapExecutor(), torch.Generator().manual_seed(0))
+    fine = {k: v.cuda() for k, v in FINE.items()}
+    orc.evaluate([fine] * 4)
+    assert count_syncs(lambda: orc.evaluate([fine] * 4)) == 1

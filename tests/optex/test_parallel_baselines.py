@@ -66,3 +66,137 @@ def test_config_errors(name: str) -> None:
         REG.create("optimizer", {**wrapped(name, 2), "base": "nope"})
     with pytest.raises(ConfigError, match=r"not a first-order optimizer"):
         REG.create("optimizer", {**wrapped(name, 2), "base": "optex"})
+
+
+# ------------------------------------------------------------ the torch.optim wrappers
+def mlp_objective():  # type: ignore[no-untyped-def]
+    """A real minibatch objective with several parameter tensors (Rosenbrock has one)."""
+    from optkit.interfaces import Objective
+
+    class TinyMLP(Objective):
+        name = "test_tiny_mlp"
+        summary = "tests only"
+
+        def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
+            super().prepare(device, dtype)
+            g = torch.Generator().manual_seed(5)
+            self.x = torch.randn(64, 6, generator=g)
+            self.y = torch.randint(0, 3, (64,), generator=g)
+
+        def init_params(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+            return {
+                "w1": torch.randn(6, 8, generator=generator) / 3,
+                "b1": torch.zeros(8),
+                "w2": torch.randn(8, 3, generator=generator) / 3,
+            }
+
+        def sample_batch(self, generator: torch.Generator, params: object) -> torch.Tensor:
+            return torch.randint(0, 64, (16,), generator=generator)
+
+        def loss(self, params: dict[str, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+            h = torch.tanh(self.x[batch] @ params["w1"] + params["b1"])
+            return torch.nn.functional.cross_entropy(h @ params["w2"], self.y[batch])
+
+        def evaluate(self, params: dict[str, torch.Tensor]) -> dict[str, float]:
+            return {"loss": float(self.loss(params, torch.arange(64)))}
+
+    obj = TinyMLP()
+    obj.prepare(torch.device("cpu"), torch.float32)
+    return obj
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "rmsprop", "adagrad"])
+@pytest.mark.parametrize("objective", ["rosenbrock", "mlp"])
+def test_torch_optimizer_equals_a_plain_torch_optim_loop(name: str, objective: str) -> None:
+    """The registered rule gives bit for bit the iterates and losses of the plain loop
+    ``zero_grad(); loss = f(x); loss.backward(); opt.step()`` from the same start and batches."""
+    config = {"lr": 0.01} if name != "sgd" else {"lr": 1e-4, "momentum": 0.9}
+    if objective == "mlp":
+        obj = mlp_objective()
+    else:
+        spec = {"name": "rosenbrock", "dim": 30, "noise": 0.5, "init_low": -1, "init_high": 1}
+        obj = REG.create("objective", spec)
+        obj.prepare(torch.device("cpu"), torch.float32)
+    opt = REG.create("optimizer", {"name": name, **config})
+    gen = torch.Generator().manual_seed(3)
+    params = obj.init_params(gen)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    plain = type(opt).torch_class(list(leaves.values()), **config)
+    plain_gen = torch.Generator().manual_seed(3)
+    obj.init_params(plain_gen)  # the same generator state as the oracle's
+    state = opt.init(params)
+    oracle = Oracle(obj, REG.create("executor", {"name": "vmap"}), gen)
+    for _ in range(15):
+        params, state, info = opt.step(params, state, oracle)
+        plain.zero_grad()
+        loss = obj.loss(leaves, obj.sample_batch(plain_gen, leaves))
+        loss.backward()
+        plain.step()
+        assert info.loss == float(loss.detach())
+        for key, value in params.items():
+            assert torch.equal(value, leaves[key].detach()), key
+
+
+def test_update_on_its_own_output_equals_update_on_a_copy() -> None:
+    """Passing back the tensors an update returned (the slots are not reloaded) and passing
+    equal copies of them (the slots are reloaded) give identical results; in both cases the
+    inputs are left untouched."""
+    opt = REG.create("optimizer", {"name": "adam", "lr": 0.1})
+    start = {"a": torch.linspace(-1, 1, 7), "b": torch.ones(2, 3)}
+    gen = torch.Generator().manual_seed(0)
+    grads = [{k: torch.randn(v.shape, generator=gen) for k, v in start.items()} for _ in range(6)]
+    own_state, copy_state = opt.init(start), opt.init(start)
+    own, copied = start, start
+    for g in grads:
+        previous, before = own, {k: v.clone() for k, v in own.items()}
+        own, own_state = opt.update(previous, g, own_state)
+        copied, copy_state = opt.update({k: v.clone() for k, v in copied.items()}, g, copy_state)
+        for key in own:
+            assert torch.equal(own[key], copied[key])
+            assert torch.equal(previous[key], before[key]), "update mutated its input"
+        assert own_state.holds(own) and not own_state.holds(before)
+
+
+def test_update_reloads_params_modified_in_place() -> None:
+    """A returned tensor changed in place (directly or through a view) is not the state's any
+    more: the next update starts from its new values, as from any other params."""
+    opt = REG.create("optimizer", {"name": "sgd", "lr": 0.5})
+    g = {"x": torch.ones(4)}
+    out, state = opt.update({"x": torch.zeros(4)}, g, opt.init({"x": torch.zeros(4)}))
+    assert state.holds(out)
+    out["x"][1:3].fill_(10.0)  # through a view: the version counter is shared
+    assert not state.holds(out)
+    new, _ = opt.update(out, g, state)
+    torch.testing.assert_close(new["x"], torch.tensor([-1.0, 9.5, 9.5, -1.0]))
+
+
+def test_update_steps_in_place_when_it_holds_the_params() -> None:
+    """The slots are written once less per update (no load) when the params are the state's
+    own last output: counted by the slots' version counters."""
+    opt = REG.create("optimizer", {"name": "sgd", "lr": 0.1})
+    x = {"x": torch.ones(5)}
+    g = {"x": torch.ones(5)}
+    state = opt.init(x)
+    slot = state.slots["x"]
+    v0 = slot._version
+    out, state = opt.update(x, g, state)  # not held: loaded, then stepped
+    loaded = slot._version - v0
+    v1 = slot._version
+    opt.update(out, g, state)  # held: stepped only
+    assert slot._version - v1 == loaded - 1
+
+
+def test_torch_kwargs_ignore_attributes_that_are_not_config() -> None:
+    """An instance attribute that is not an ``__init__`` keyword (the registry records
+    ``optkit_spec`` on each instance) is not passed to ``torch.optim``."""
+    opt = REG.create("optimizer", {"name": "adamw", "lr": 0.05})
+    opt.optkit_spec = {"name": "adamw", "lr": 0.05}  # type: ignore[attr-defined]
+    assert opt.torch_kwargs() == {
+        "lr": 0.05,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.01,
+        "amsgrad": False,
+    }
+    state = opt.init({"x": torch.ones(3)})
+    assert state.optimizer.defaults["lr"] == 0.05

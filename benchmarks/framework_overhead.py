@@ -1,0 +1,444 @@
+"""What the framework costs, side by side in one run: optkit's ``adam`` iteration against a
+plain ``torch.optim.Adam`` loop on the same objective, and the oracle's host time per round.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/framework_overhead.py --out overhead.json
+
+Runs on the CPU (one intra-op thread) and, when CUDA is present, on the GPU too
+(``--devices cpu`` or ``--devices cuda`` picks one). ``--small`` runs tiny sizes in seconds
+(a smoke run, not a measurement). Public APIs only: the registry, :class:`Oracle`,
+:class:`VmapExecutor`, :func:`optkit.runner.run_loop`; the MLP is a timing workload defined
+here (a teacher-labelled random data set held on the device).
+
+Per objective (Rosenbrock, exact gradients, Adam lr 0.01; a 3-layer MLP, minibatch 128, Adam
+lr 1e-3), milliseconds per iteration, the variants interleaved (block after block, so slow
+drifts of the machine hit every variant alike), the median over rounds of the block mean:
+
+* ``plain``: ``opt.zero_grad(); loss = f(x); loss.backward(); opt.step()`` on leaf tensors;
+* ``optkit_step``: ``optimizer.step(params, state, oracle)`` of the registered ``adam`` with
+  the ``vmap`` executor (what an iteration of the runner does);
+* ``run_loop``: :func:`optkit.runner.run_loop` over the whole block, timed by the
+  ``wall_s`` it reports (its steps and its own per-iteration work, not its evaluations);
+* ``optkit_step_autograd``: a diagnostic, ``optkit_step`` with the gradients computed by
+  ``torch.autograd.grad`` (:class:`AutogradExecutor`) instead of ``torch.func``: the part of
+  the gap that is the executor's;
+* ``ratio_step``, ``ratio_run_loop`` and ``ratio_step_autograd``: those over ``plain``.
+
+The oracle, per round of N = 8 points (``vmap`` executor):
+
+* ``standalone``: ``Oracle.evaluate(points)`` against the same work done bare (drawing the N
+  batches with the objective, ``executor.evaluate``), ``own_ms`` the median of the paired
+  differences (counting and the finite check), and (CUDA) the host synchronisations in one
+  round;
+* ``in_optex``: inside the registered ``optex`` (base ``adam``, parallelism 8), the host time
+  spent in ``Oracle.evaluate`` per iteration (through an :class:`Oracle` subclass), the part
+  of it inside the executor, and the rest (``own_ms``: batches, counting, the finite check,
+  including its wait for the device's queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import torch
+
+from optkit.executors import VmapExecutor
+from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params
+from optkit.oracle import Oracle
+from optkit.registry import get_registry
+from optkit.runner import run_loop
+from optkit.tasks import Budget
+
+N = 8
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class BenchMLP(Objective):
+    """A timing workload: a 3-layer tanh MLP on a fixed random teacher-labelled data set held
+    on the device; minibatches of 128 indices drawn with the cell's generator."""
+
+    name: ClassVar[str] = "bench_mlp"
+    summary: ClassVar[str] = "benchmark-only MLP"
+
+    def __init__(self, *, width: int = 512, inputs: int = 256, n: int = 8192) -> None:
+        self.width, self.inputs, self.n = width, inputs, n
+
+    def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
+        super().prepare(device, dtype)
+        g = torch.Generator().manual_seed(123)
+        self.x = torch.randn(self.n, self.inputs, generator=g).to(device, dtype)
+        teacher = torch.randn(self.inputs, 10, generator=g).to(device, dtype)
+        self.y = (self.x @ teacher).argmax(1)
+
+    def init_params(self, generator: torch.Generator) -> Params:
+        def layer(a: int, b: int) -> torch.Tensor:
+            w = torch.randn(a, b, generator=generator) / math.sqrt(a)
+            return w.to(self.device, self.dtype)
+
+        def zeros(b: int) -> torch.Tensor:
+            return torch.zeros(b, device=self.device, dtype=self.dtype)
+
+        i, w = self.inputs, self.width
+        return {
+            "w1": layer(i, w),
+            "b1": zeros(w),
+            "w2": layer(w, w),
+            "b2": zeros(w),
+            "w3": layer(w, 10),
+            "b3": zeros(10),
+        }
+
+    def sample_batch(self, generator: torch.Generator, params: Params) -> torch.Tensor:
+        idx = torch.randint(0, self.n, (128,), generator=generator)
+        return idx.to(self.device)
+
+    def loss(self, params: Params, batch: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.x[batch] @ params["w1"] + params["b1"])
+        h = torch.tanh(h @ params["w2"] + params["b2"])
+        logits = h @ params["w3"] + params["b3"]
+        return torch.nn.functional.cross_entropy(logits, self.y[batch])
+
+    @torch.no_grad()
+    def evaluate(self, params: Params) -> dict[str, float]:
+        return {"loss": float(self.loss(params, torch.arange(self.n, device=self.device)))}
+
+
+def objectives(small: bool, device: torch.device) -> dict[str, tuple[Objective, float]]:
+    """name -> (prepared objective, Adam learning rate)."""
+    reg = get_registry()
+    if small:
+        dims = [100]
+    elif device.type == "cuda":
+        dims = [100_000, 1_000_000]
+    else:  # d = 1e3: the host's own work dominates, as it does for small kernels on a GPU
+        dims = [1000, 100_000]
+    out: dict[str, tuple[Objective, float]] = {}
+    for d in dims:
+        obj = reg.create("objective", {"name": "rosenbrock", "dim": d})
+        obj.prepare(device, torch.float32)
+        out[f"rosenbrock_d{d:.0e}".replace("+0", "")] = (obj, 0.01)
+    mlp = BenchMLP(width=32, inputs=16, n=512) if small else BenchMLP()
+    mlp.prepare(device, torch.float32)
+    out["mlp"] = (mlp, 1e-3)
+    return out
+
+
+# ----------------------------------------------------------------------- iteration cost
+class Variant:
+    """One way of running Adam on an objective; ``block(k)`` runs k iterations."""
+
+    def block(self, k: int) -> None:
+        raise NotImplementedError
+
+
+class Plain(Variant):
+    """The plain training loop: leaf tensors, backward, ``torch.optim.Adam``."""
+
+    def __init__(self, obj: Objective, lr: float, seed: int = 0) -> None:
+        self.obj = obj
+        self.gen = torch.Generator().manual_seed(seed)
+        start = obj.init_params(self.gen)
+        self.leaves = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+        self.opt = torch.optim.Adam(list(self.leaves.values()), lr=lr)
+
+    def block(self, k: int) -> None:
+        for _ in range(k):
+            self.opt.zero_grad()
+            loss = self.obj.loss(self.leaves, self.obj.sample_batch(self.gen, self.leaves))
+            loss.backward()
+            self.opt.step()
+
+
+class AutogradExecutor(Executor):
+    """Diagnostic only (not registered): the N evaluations by ``torch.autograd.grad`` on
+    detached leaves, as a plain loop's ``backward`` computes them, instead of the built-in
+    executors' ``torch.func.grad_and_value``; the same numbers, less host work per call."""
+
+    name: ClassVar[str] = "bench_autograd"
+    summary: ClassVar[str] = "benchmark diagnostic"
+
+    def evaluate(
+        self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
+    ) -> Evaluation:
+        losses, grads = [], []
+        for point, batch in zip(points, batches, strict=True):
+            leaves = {k: v.detach().requires_grad_(True) for k, v in point.items()}
+            with torch.enable_grad():
+                value = objective.loss(leaves, batch)
+                gs = torch.autograd.grad(value, list(leaves.values()))
+            grads.append(dict(zip(leaves, gs, strict=True)))
+            losses.append(value.detach())
+        return Evaluation(torch.stack(losses), grads)
+
+
+class OptkitStep(Variant):
+    """The registered optimizer's ``step`` with an oracle over ``executor`` (``vmap``)."""
+
+    def __init__(
+        self, obj: Objective, spec: dict[str, Any], seed: int = 0, executor: Executor | None = None
+    ) -> None:
+        reg = get_registry()
+        self.gen = torch.Generator().manual_seed(seed)
+        self.opt = reg.create("optimizer", spec)
+        self.params = obj.init_params(self.gen)
+        self.state = self.opt.init(self.params)
+        self.oracle = Oracle(obj, executor or VmapExecutor(), self.gen)
+
+    def block(self, k: int) -> None:
+        for _ in range(k):
+            self.params, self.state, _ = self.opt.step(self.params, self.state, self.oracle)
+
+
+class RunLoop(Variant):
+    """:func:`optkit.runner.run_loop` for k iterations, evaluating at both ends only; its
+    time is the ``wall_s`` it reports (optimization time: the evaluations are not in it)."""
+
+    def __init__(self, obj: Objective, spec: dict[str, Any]) -> None:
+        self.obj, self.opt = obj, get_registry().create("optimizer", spec)
+        self.wall_s = 0.0
+
+    def block(self, k: int) -> None:
+        row = run_loop(self.obj, self.opt, VmapExecutor(), 0, Budget(k, eval_every=k), "loss")
+        self.wall_s = float(row["wall_s"])
+
+
+def iteration_cost(
+    obj: Objective, lr: float, device: torch.device, rounds: int, block: int
+) -> dict[str, float]:
+    """Milliseconds per iteration of each variant and the ratios to ``plain``."""
+    spec = {"name": "adam", "lr": lr}
+    variants: dict[str, Variant] = {
+        "plain": Plain(obj, lr),
+        "optkit_step": OptkitStep(obj, spec),
+        "run_loop": RunLoop(obj, spec),
+        "optkit_step_autograd": OptkitStep(obj, spec, executor=AutogradExecutor()),
+    }
+    for v in variants.values():
+        v.block(3)
+    times: dict[str, list[float]] = {label: [] for label in variants}
+    for _ in range(rounds):
+        for label, v in variants.items():
+            sync(device)
+            t = time.perf_counter()
+            v.block(block)
+            sync(device)
+            spent = v.wall_s if isinstance(v, RunLoop) else time.perf_counter() - t
+            times[label].append(spent / block)
+    out = {f"{label}_ms": 1e3 * statistics.median(ts) for label, ts in times.items()}
+    out["ratio_step"] = out["optkit_step_ms"] / out["plain_ms"]
+    out["ratio_run_loop"] = out["run_loop_ms"] / out["plain_ms"]
+    out["ratio_step_autograd"] = out["optkit_step_autograd_ms"] / out["plain_ms"]
+    return out
+
+
+# ----------------------------------------------------------------------- the oracle
+def perturbed(obj: Objective, n: int, seed: int = 1) -> list[Params]:
+    gen = torch.Generator().manual_seed(seed)
+    start = obj.init_params(gen)
+    return [{k: v + 1e-3 * i for k, v in start.items()} for i in range(n)]
+
+
+def oracle_standalone(
+    obj: Objective, device: torch.device, reps: int, count_syncs: bool
+) -> dict[str, float]:
+    """One round of N points through the oracle and the same work bare, interleaved."""
+    points = perturbed(obj, N)
+    executor = VmapExecutor()
+    oracle = Oracle(obj, executor, torch.Generator().manual_seed(0))
+    bare_gen = torch.Generator().manual_seed(0)
+
+    def bare() -> None:
+        batches = [obj.sample_batch(bare_gen, p) for p in points]
+        executor.evaluate(obj, points, batches)
+
+    def through() -> None:
+        oracle.evaluate(points)
+
+    fns: dict[str, Callable[[], None]] = {"bare": bare, "oracle": through}
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {label: [] for label in fns}
+    for _ in range(reps):
+        for label, fn in fns.items():
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[label].append(time.perf_counter() - t)
+    out = {f"{label}_ms": 1e3 * statistics.median(ts) for label, ts in times.items()}
+    pairs = zip(times["oracle"], times["bare"], strict=True)
+    out["own_ms"] = 1e3 * statistics.median(a - b for a, b in pairs)  # paired: robust to drift
+    if count_syncs:
+        from optkit.testing import count_syncs as counted
+
+        sync(device)
+        out["syncs_per_round"] = float(counted(through))
+    return out
+
+
+class TimedExecutor(VmapExecutor):
+    """The ``vmap`` executor, adding up the host seconds spent in :meth:`evaluate`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spent = 0.0
+
+    def evaluate(
+        self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
+    ) -> Evaluation:
+        t = time.perf_counter()
+        try:
+            return super().evaluate(objective, points, batches)
+        finally:
+            self.spent += time.perf_counter() - t
+
+
+class TimedOracle(Oracle):
+    """An oracle adding up the seconds spent in :meth:`evaluate` and its rounds; with
+    ``drain``, the device's queue (the optimizer's work before the round) is drained before
+    the clock starts, so only the round's own work and waits are counted."""
+
+    spent = 0.0
+    rounds = 0
+    drain = False
+
+    def evaluate(
+        self,
+        points: Sequence[Params],
+        *,
+        batches: Sequence[Batch] | None = None,
+        sequential: bool = True,
+    ) -> Evaluation:
+        if self.drain:
+            sync(self.objective.device)
+        t = time.perf_counter()
+        try:
+            return super().evaluate(points, batches=batches, sequential=sequential)
+        finally:
+            self.spent += time.perf_counter() - t
+            self.rounds += 1
+
+
+def oracle_in_optex(
+    obj: Objective, lr: float, device: torch.device, warm: int, iters: int, drain: bool
+) -> dict[str, float]:
+    """Milliseconds per OptEx iteration in the oracle and in its executor (host time; the
+    oracle's includes its finite check's wait for the device, after the queue is drained
+    first when ``drain``)."""
+    spec = {"name": "optex", "base": "adam", "base_config": {"lr": lr}, "parallelism": N}
+    opt = get_registry().create("optimizer", spec)
+    gen = torch.Generator().manual_seed(0)
+    params = obj.init_params(gen)
+    state = opt.init(params)
+    executor = TimedExecutor()
+    oracle = TimedOracle(obj, executor, gen)
+    oracle.drain = drain
+    for _ in range(warm):
+        params, state, _ = opt.step(params, state, oracle)
+    sync(device)
+    oracle.spent, oracle.rounds, executor.spent = 0.0, 0, 0.0
+    t = time.perf_counter()
+    for _ in range(iters):
+        params, state, _ = opt.step(params, state, oracle)
+    sync(device)
+    total = time.perf_counter() - t
+    return {
+        "iteration_ms": 1e3 * total / iters,
+        "rounds_per_iteration": oracle.rounds / iters,
+        "oracle_ms": 1e3 * oracle.spent / iters,
+        "executor_ms": 1e3 * executor.spent / iters,
+        "own_ms": 1e3 * (oracle.spent - executor.spent) / iters,
+    }
+
+
+# ----------------------------------------------------------------------- driver
+def bench_device(device: torch.device, small: bool) -> dict[str, Any]:
+    rounds, block = (3, 5) if small else (15, 20)
+    warm, iters = (3, 5) if small else ((10, 30) if device.type == "cuda" else (5, 12))
+    out: dict[str, Any] = {}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    for name, (obj, lr) in objectives(small, device).items():
+        print(f"[{device.type}] {name}", file=sys.stderr, flush=True)
+        out[name] = {
+            "iteration": iteration_cost(obj, lr, device, rounds, block),
+            "oracle_standalone": oracle_standalone(
+                obj, device, reps=5 if small else 30, count_syncs=device.type == "cuda"
+            ),
+            "oracle_in_optex": oracle_in_optex(
+                obj, lr, device, warm=warm, iters=iters, drain=False
+            ),
+        }
+        if device.type == "cuda":
+            r = out[name]["oracle_in_optex_drained"] = oracle_in_optex(
+                obj, lr, device, warm=warm, iters=iters, drain=True
+            )
+            del r["iteration_ms"]  # the extra synchronisation slows the iteration
+    return out
+
+
+def summary(result: dict[str, Any]) -> str:
+    lines = []
+    for dev, per in result["devices"].items():
+        for name, r in per.items():
+            if not isinstance(r, dict):
+                continue
+            it, so, ox = r["iteration"], r["oracle_standalone"], r["oracle_in_optex"]
+            lines.append(
+                f"{dev:4s} {name:18s} plain {it['plain_ms']:.3f} ms, optkit step"
+                f" {it['optkit_step_ms']:.3f} ms ({it['ratio_step']:.2f}x), run_loop"
+                f" {it['run_loop_ms']:.3f} ms ({it['ratio_run_loop']:.2f}x), autograd executor"
+                f" {it['ratio_step_autograd']:.2f}x; oracle round"
+                f" own {so['own_ms']:.3f} of {so['oracle_ms']:.3f} ms; in optex: oracle"
+                f" {ox['oracle_ms']:.3f} ms (own {ox['own_ms']:.3f}) of {ox['iteration_ms']:.3f}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="the JSON file to write")
+    parser.add_argument("--devices", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--small", action="store_true", help="tiny sizes (smoke run)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    devices = ["cpu", "cuda"] if args.devices == "auto" else [args.devices]
+    if not torch.cuda.is_available():
+        if args.devices == "cuda":
+            parser.error("--devices cuda: CUDA is not available on this machine")
+        devices = ["cpu"]
+    result: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "small": args.small,
+        "devices": {d: bench_device(torch.device(d), args.small) for d in devices},
+    }
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=2)
+    print(summary(result))
+
+
+if __name__ == "__main__":
+    main()
