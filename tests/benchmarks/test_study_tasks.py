@@ -53,11 +53,10 @@ def test_every_study_is_run_or_listed() -> None:
 
 
 @pytest.mark.optex
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_study_runs_tiny(
-    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.bo) if "hpo" in n else n for n in sorted(TINY)]
+)
+def test_study_runs_tiny(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     task = load_task(TASKS / name)
     overrides = ["seeds=[0]", "budget.iterations=3", "budget.eval_every=1", *TINY[name]]
     out = tmp_path / "run"
