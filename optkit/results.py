@@ -28,7 +28,7 @@ from typing import Any
 
 from optkit.envproblems import writing
 from optkit.errors import ResultsError
-from optkit.runlock import LOCK_FILE, LOCK_FILES, RunLock
+from optkit.runlock import LOCK_FILE, RunLock, is_lock_file
 from optkit.wording import CLI, Words
 
 MANIFEST = "manifest.json"
@@ -151,7 +151,7 @@ class RunDirectory:
                     f" {self.words.resume} to finish its missing cells, or choose another"
                     f" {self.words.out} directory."
                 )
-        elif path.is_dir() and any(p.name not in LOCK_FILES for p in path.iterdir()):
+        elif path.is_dir() and any(not is_lock_file(p.name) for p in path.iterdir()):
             raise ResultsError(
                 f"{out} is a non-empty directory without {MANIFEST}: not an optkit run"
                 " directory. Choose an empty or new directory."

@@ -26,8 +26,12 @@ from optkit.wording import CLI, Words
 
 LOCK_FILE = ".optkit.lock"
 WRITER_FILE = ".optkit.writer.json"
-#: files of the lock that do not make a directory "non-empty" for a new run
-LOCK_FILES = (LOCK_FILE, WRITER_FILE)
+
+
+def is_lock_file(name: str) -> bool:
+    """Files of the lock (and a record half-written by a killed writer) do not make a
+    directory "non-empty" for a new run."""
+    return name in (LOCK_FILE, WRITER_FILE) or name.startswith(f"{WRITER_FILE}.")
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,17 @@ class RunLock:
             except Timeout:
                 holder = read_writer(self.directory)
                 who = holder.describe() if holder else "a process that has not yet said who it is"
+                dead = ""
+                if holder is not None and holder.gone():
+                    dead = (
+                        f" That process is no longer running, yet the lock is held: on a file"
+                        f" system without locks, delete {self.directory / LOCK_FILE} by hand."
+                    )
                 raise ResultsError(
                     f"{out} is being written by another optkit process: {who}. A run directory"
                     f" has one writer at a time: wait for that run to finish (then"
                     f" {self.words.resume} if cells are missing), or choose another"
-                    f" {self.words.out}."
+                    f" {self.words.out}.{dead}"
                 ) from None
         try:
             previous = read_writer(self.directory)
@@ -117,8 +127,11 @@ class RunLock:
                     " it ended without releasing the directory (killed?)."
                 )
             record = json.dumps(asdict(Writer.me()), indent=2) + "\n"
-            with writing(self.directory / WRITER_FILE, self.words):
-                (self.directory / WRITER_FILE).write_text(record, encoding="utf-8")
+            target = self.directory / WRITER_FILE
+            partial = target.with_name(f"{WRITER_FILE}.{os.getpid()}.tmp")
+            with writing(target, self.words):
+                partial.write_text(record, encoding="utf-8")
+                os.replace(partial, target)  # a reader sees the whole record or none
         except BaseException:
             self._lock.release()
             raise
