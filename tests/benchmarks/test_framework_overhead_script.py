@@ -1,0 +1,24 @@
+"""``benchmarks/framework_overhead.py`` (issue 18, point 7; run by hand on the CPU and the GPU)
+at its smoke size on the CPU: it runs and writes, per objective, the ratios of the framework's
+iteration to the plain ``torch.optim`` loop and the oracle's own time per round."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "framework_overhead.py"
+
+
+def test_framework_overhead_small(tmp_path: Path) -> None:
+    script = runpy.run_path(str(SCRIPT), run_name="framework_overhead")
+    out = tmp_path / "overhead.json"
+    script["main"](["--small", "--devices", "cpu", "--out", str(out)])
+    cpu = json.loads(out.read_text())["devices"]["cpu"]
+    assert cpu, "no objective was measured"
+    for name, row in cpu.items():
+        for key in ("ratio_step", "ratio_run_loop"):
+            assert math.isfinite(row["iteration"][key]) and row["iteration"][key] > 0, (name, key)
+        assert row["oracle_in_optex"]["oracle_ms"] > 0, name
