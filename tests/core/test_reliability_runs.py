@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -474,3 +475,17 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"optkit {optkit.__version__}"
+
+
+def test_every_test_docs_reliability_names_exists() -> None:
+    """docs/reliability.md maps each fault to a test; a renamed or deleted test breaks it."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    refs = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text)
+    assert len(refs) >= 20
+    missing = [
+        f"{file}::{name}"
+        for file, name in refs
+        if not (ROOT / file).exists()
+        or not re.search(rf"^def {name}\(", (ROOT / file).read_text(), re.MULTILINE)
+    ]
+    assert not missing, f"docs/reliability.md names tests that do not exist: {missing}"
