@@ -9,9 +9,12 @@ import math
 import runpy
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "framework_overhead.py"
 
 
+@pytest.mark.optex  # it also times the oracle inside the registered optex
 def test_framework_overhead_small(tmp_path: Path) -> None:
     script = runpy.run_path(str(SCRIPT), run_name="framework_overhead")
     out = tmp_path / "overhead.json"
