@@ -2,6 +2,7 @@
 
 * :func:`jaccard` / :func:`mean_pairwise_jaccard`: overlap |A n B| / |A u B| of two selections,
   and its mean over all pairs of several (the selections of several seeds).
+* :func:`chance_jaccard`: the expected Jaccard of two random selections of the same sizes.
 * :func:`default_checkpoints`: the search lengths at which a run records its selection. A
   search of s steps is the first s steps of a longer one with the same seed (the loop has no
   schedule that depends on the total), so one run records the selection of every shorter
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +45,22 @@ def mean_pairwise_jaccard(selections: Sequence[Iterable[int]]) -> float | None:
     if not pairs:
         return None
     return sum(jaccard(a, b) for a, b in pairs) / len(pairs)
+
+
+def chance_jaccard(k1: int, k2: int, n: int) -> float:
+    """Expected Jaccard of two independent uniformly random subsets of sizes ``k1`` and ``k2``
+    of ``n`` layers (the intersection is hypergeometric): the level a search that does not
+    choose would reach. Two random 13-of-30 sets: about 0.28."""
+    if not (0 <= k1 <= n and 0 <= k2 <= n):
+        raise ValueError(f"chance_jaccard: sizes {k1}, {k2} must lie in 0..{n}")
+    if k1 + k2 == 0:
+        return 1.0
+    total = math.comb(n, k2)
+    expected = 0.0
+    for i in range(max(0, k1 + k2 - n), min(k1, k2) + 1):
+        p = math.comb(k1, i) * math.comb(n - k1, k2 - i) / total
+        expected += p * i / (k1 + k2 - i)
+    return expected
 
 
 def default_checkpoints(steps: int) -> list[int]:
@@ -152,7 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{key}: seeds {seeds}")
         for steps, value in seed_stability(group).items():
             shown = "n/a" if value is None else f"{value:.3f}"
-            print(f"  search steps {steps:>5}: Jaccard across seeds {shown}")
+            sizes = [len(parse_layers(r["selection_by_step"][steps])) for r in group]
+            n = int(group[0].get("num_layers", max(sizes)))
+            pairs = list(itertools.combinations(sizes, 2))
+            chance = sum(chance_jaccard(a, b, n) for a, b in pairs) / max(1, len(pairs))
+            print(
+                f"  search steps {steps:>5}: Jaccard across seeds {shown}"
+                f" (layers kept {sizes}; random sets of those sizes: {chance:.3f})"
+            )
         for r in group:
             print(
                 f"  seed {r.get('seed')}: ablation Spearman {r.get('ablation_spearman')},"

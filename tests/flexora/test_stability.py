@@ -29,6 +29,22 @@ def test_jaccard_and_pairwise_mean() -> None:
     assert stability.mean_pairwise_jaccard([[1]]) is None
 
 
+def test_chance_jaccard_is_the_mean_over_all_pairs_of_subsets() -> None:
+    import itertools
+
+    n, k1, k2 = 6, 2, 3
+    pairs = [
+        stability.jaccard(a, b)
+        for a in itertools.combinations(range(n), k1)
+        for b in itertools.combinations(range(n), k2)
+    ]
+    assert stability.chance_jaccard(k1, k2, n) == pytest.approx(sum(pairs) / len(pairs))
+    assert stability.chance_jaccard(13, 13, 30) == pytest.approx(0.28, abs=0.01)
+    assert stability.chance_jaccard(30, 30, 30) == 1.0
+    with pytest.raises(ValueError, match=r"must lie in 0\.\.30"):
+        stability.chance_jaccard(31, 1, 30)
+
+
 def test_checkpoints_and_jaccard_by_length() -> None:
     assert stability.default_checkpoints(1) == [1]
     assert stability.default_checkpoints(10) == [1, 2, 4, 8, 10]
@@ -47,6 +63,35 @@ def test_seed_stability_from_end_rows() -> None:
     assert list(out) == ["2", "4"]  # "8": not every seed recorded it
     assert out["2"] == pytest.approx((0 + 1 + 0) / 3)
     assert out["4"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+
+
+def test_command_line_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [
+        {"event": "start"},
+        *(
+            {
+                "event": "end",
+                "seed": seed,
+                "objective": "us_debates",
+                "num_layers": 4,
+                "selection_by_step": {"1": layers, "2": "0,1"},
+                "ablation_spearman": 0.5,
+                "search_s": 1.0,
+                "finetune_s": 2.0,
+            }
+            for seed, layers in ((0, "0,1"), (1, "2,3"))
+        ),
+    ]
+    path = tmp_path / "results.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert stability.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "search steps     1: Jaccard across seeds 0.000" in out
+    assert "search steps     2: Jaccard across seeds 1.000" in out
+    assert "random sets of those sizes: 0.389" in out  # 2 of 4: (1 x 1 + 4 x 1/3 + 1 x 0) / 6
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"event": "end"}))
+    assert stability.main([str(empty)]) == 2
 
 
 def test_spearman_matches_scipy_with_ties() -> None:
