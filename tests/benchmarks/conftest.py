@@ -7,7 +7,9 @@
   timed rounds after warm-up rounds; run with ``--benchmark-json`` to write the numbers::
 
       OPTKIT_BENCH_SIZE=full OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/benchmarks \\
-          --benchmark-json docs/benchmarks/micro-cpu.json
+          -k "not study and not script" --benchmark-json docs/benchmarks/micro-cpu.json
+
+(the study and script smoke runs in this folder time nothing; ``-k`` leaves them out).
 
 Every benchmark builds its components through the registry (``optkit.get_registry()``) or a
 plugin's public class, and touches no private attribute.
