@@ -21,14 +21,16 @@ drifts of the machine hit every variant alike), the median over rounds of the bl
 * ``optkit_step_autograd``: a diagnostic, ``optkit_step`` with the gradients computed by
   ``torch.autograd.grad`` (:class:`AutogradExecutor`) instead of ``torch.func``: the part of
   the gap that is the executor's;
-* ``ratio_step``, ``ratio_run_loop`` and ``ratio_step_autograd``: those over ``plain``.
+* ``ratio_step``, ``ratio_run_loop`` and ``ratio_step_autograd``: those over ``plain``;
+  ``*_min_ms`` and ``ratio_*_min``: the same from the fastest block of each (on a machine
+  shared with other work, the medians move with its load).
 
 The oracle, per round of N = 8 points (``vmap`` executor):
 
 * ``standalone``: ``Oracle.evaluate(points)`` against the same work done bare (drawing the N
   batches with the objective, ``executor.evaluate``), ``own_ms`` the median of the paired
-  differences (counting and the finite check), and (CUDA) the host synchronisations in one
-  round;
+  differences (counting and the finite check; ``own_min_ms`` from the fastest of each), and
+  (CUDA) the host synchronisations in one round;
 * ``in_optex``: inside the registered ``optex`` (base ``adam``, parallelism 8), the host time
   spent in ``Oracle.evaluate`` per iteration (through an :class:`Oracle` subclass), the part
   of it inside the executor, and the rest (``own_ms``: batches, counting, the finite check,
@@ -229,8 +231,9 @@ def iteration_cost(
     for v in variants.values():
         v.block(3)
     times: dict[str, list[float]] = {label: [] for label in variants}
-    for _ in range(rounds):
-        for label, v in variants.items():
+    order = list(variants.items())
+    for r in range(rounds):
+        for label, v in order if r % 2 == 0 else order[::-1]:  # no variant always first
             sync(device)
             t = time.perf_counter()
             v.block(block)
@@ -238,10 +241,20 @@ def iteration_cost(
             spent = v.wall_s if isinstance(v, RunLoop) else time.perf_counter() - t
             times[label].append(spent / block)
     out = {f"{label}_ms": 1e3 * statistics.median(ts) for label, ts in times.items()}
-    out["ratio_step"] = out["optkit_step_ms"] / out["plain_ms"]
-    out["ratio_run_loop"] = out["run_loop_ms"] / out["plain_ms"]
-    out["ratio_step_autograd"] = out["optkit_step_autograd_ms"] / out["plain_ms"]
+    out.update({f"{label}_min_ms": 1e3 * min(ts) for label, ts in times.items()})
+    for key, label in RATIOS.items():
+        out[key] = out[f"{label}_ms"] / out["plain_ms"]
+        out[f"{key}_min"] = out[f"{label}_min_ms"] / out["plain_min_ms"]
     return out
+
+
+RATIOS = {
+    "ratio_step": "optkit_step",
+    "ratio_run_loop": "run_loop",
+    "ratio_step_autograd": "optkit_step_autograd",
+}
+"""Ratio name -> the variant it divides by ``plain`` (``*_min``: the same of the fastest
+blocks, less sensitive to other load on a shared machine)."""
 
 
 # ----------------------------------------------------------------------- the oracle
@@ -271,8 +284,9 @@ def oracle_standalone(
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {label: [] for label in fns}
-    for _ in range(reps):
-        for label, fn in fns.items():
+    order = list(fns.items())
+    for r in range(reps):
+        for label, fn in order if r % 2 == 0 else order[::-1]:
             sync(device)
             t = time.perf_counter()
             fn()
@@ -281,6 +295,7 @@ def oracle_standalone(
     out = {f"{label}_ms": 1e3 * statistics.median(ts) for label, ts in times.items()}
     pairs = zip(times["oracle"], times["bare"], strict=True)
     out["own_ms"] = 1e3 * statistics.median(a - b for a, b in pairs)  # paired: robust to drift
+    out["own_min_ms"] = 1e3 * (min(times["oracle"]) - min(times["bare"]))
     if count_syncs:
         from optkit.testing import count_syncs as counted
 
@@ -376,7 +391,7 @@ def bench_device(device: torch.device, small: bool) -> dict[str, Any]:
         out[name] = {
             "iteration": iteration_cost(obj, lr, device, rounds, block),
             "oracle_standalone": oracle_standalone(
-                obj, device, reps=5 if small else 30, count_syncs=device.type == "cuda"
+                obj, device, reps=5 if small else 40, count_syncs=device.type == "cuda"
             ),
             "oracle_in_optex": oracle_in_optex(
                 obj, lr, device, warm=warm, iters=iters, drain=False
