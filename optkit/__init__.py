@@ -25,7 +25,6 @@ from optkit.interfaces import (
     TrialResult,
 )
 from optkit.oracle import Oracle
-from optkit.registry import get_registry
 
 __version__ = "0.1.0"
 
@@ -58,6 +57,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from optkit.api import load_rows, load_task, run
+    from optkit.registry import get_registry
 
 
 def __getattr__(name: str) -> Any:
@@ -67,7 +67,11 @@ def __getattr__(name: str) -> Any:
         from optkit import api
 
         return getattr(api, name)
-    if name == "OptEx":
+    if name == "get_registry":  # lazy too: parsing a task file loads no plugin
+        from optkit.registry import get_registry
+
+        return get_registry
+    if name == "OptEx":  # the one place the core names a plugin: a lazy convenience re-export
         from optkit_optex.torch_api import OptEx
 
         return OptEx

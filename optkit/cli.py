@@ -2,8 +2,8 @@
 
     optkit plugins [--json]
     optkit check TASK.toml [--set KEY=VALUE ...]
-    optkit run TASK.toml [--out DIR] [--set KEY=VALUE ...] [--resume]
-    optkit bench TASK.toml [--out DIR] [--resume] [--set KEY=VALUE ...]
+    optkit run TASK.toml [--out DIR] [--set KEY=VALUE ...] [--resume] [--launcher NAME]
+    optkit bench TASK.toml [--out DIR] [--resume] [--set KEY=VALUE ...] [--launcher NAME]
     optkit report DIR [--metric NAME] [--x sequential_steps|grad_evals|wall_s|iteration]
                       [--format table|json]
     optkit diagnose noise TASK.toml [--sizes 8,32,128] [--draws 32] [--set KEY=VALUE ...]
@@ -60,7 +60,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     width = max((len(e.name) for e, _ in listing), default=4)
-    for kind in ("objective", "optimizer", "hyperoptimizer", "executor"):
+    for kind in ("objective", "optimizer", "hyperoptimizer", "executor", "launcher"):
         group = [(e, c) for e, c in listing if e.kind == kind]
         if not group:
             continue
@@ -113,10 +113,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out
     if out is None and args.command == "bench":
         out = Path("runs") / task.name
-    cells_on = getattr(args, "executor", None) or "local"
-    summary = run_task(
-        task, out, resume=args.resume, cells_on=cells_on, ray_address=args.ray_address
-    )
+    launcher = args.launcher or args.executor or "local"
+    if args.executor is not None:
+        print(
+            f"optkit: note: --executor {args.executor} is deprecated, use --launcher"
+            f" {args.executor} (a task's executor is something else: how the gradient"
+            " evaluations of one round run)",
+            file=sys.stderr,
+        )
+    spec: dict[str, object] = {"name": launcher}
+    if args.ray_address is not None:
+        spec["address"] = args.ray_address
+    summary = run_task(task, out, resume=args.resume, launcher=spec)
     print(
         f"results: {summary.out}/results.jsonl ({summary.cells_run} cells run in"
         f" {summary.wall_s:.1f} s, {len(summary.cells_failed)} failed,"
@@ -218,15 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--resume", action="store_true", help="finish the missing cells of --out")
         p.add_argument(
+            "--launcher",
+            default=None,
+            metavar="NAME",
+            help="where whole cells run: a registered launcher (`optkit plugins` lists them):"
+            " local (default: in this process) or ray (cells as Ray tasks)",
+        )
+        p.add_argument(
             "--executor",
             choices=("local", "ray"),
-            default="local",
-            help="where whole cells run: in this process, or distributed to a Ray cluster",
+            default=None,
+            help="deprecated spelling of --launcher",
         )
         p.add_argument(
             "--ray-address",
             default=None,
-            help="Ray cluster for --executor ray ('auto', host:port; default: start one)",
+            help="the launcher's cluster address, for --launcher ray ('auto', host:port;"
+            " default: start one)",
         )
         p.add_argument("--metric", default=None, help="metric for the table and figure")
         p.add_argument(

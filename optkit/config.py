@@ -65,7 +65,8 @@ def matches(value: Any, tp: Any) -> bool:
 
 
 def config_schema(cls: type) -> dict[str, inspect.Parameter]:
-    """Keyword parameters of ``cls.__init__`` (excluding ``self``), with resolved hints."""
+    """Keyword parameters of ``cls.__init__`` (excluding ``self`` and the ``run_context`` that
+    :meth:`optkit.registry.Registry.create` passes itself), with resolved hints."""
     sig = inspect.signature(cls.__init__)  # type: ignore[misc]
     try:
         hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
@@ -74,6 +75,8 @@ def config_schema(cls: type) -> dict[str, inspect.Parameter]:
     schema: dict[str, inspect.Parameter] = {}
     for name, param in sig.parameters.items():
         if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if name == "run_context":  # the caller's RunContext (optkit.context), not config
             continue
         schema[name] = param.replace(annotation=hints.get(name, param.annotation))
     return schema

@@ -5,31 +5,44 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
 
-TRACKED_PACKAGES = (
-    "optkit",
-    "torch",
-    "pluggy",
-    "numpy",
-    "gpytorch",
-    "botorch",
-    "gymnasium",
-    "transformers",
-    "peft",
-    "ray",
-    "matplotlib",
-)
+ENTRY_POINT_GROUP = "optkit"
+
+
+def tracked_distributions() -> list[str]:
+    """The distributions whose versions a manifest records, read from the installed metadata
+    (no list of plugins' dependencies is written here): every distribution that registers
+    plugins in the ``optkit`` entry-point group (optkit itself included), and every package
+    those distributions require, extras included (not the ``dev`` extra's tools)."""
+    names: dict[str, None] = {"optkit": None}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.dist is not None:
+            names[ep.dist.name] = None
+    for dist in list(names):
+        try:
+            requires = importlib.metadata.requires(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for requirement in requires:
+            if re.search(r"""extra\s*==\s*["']dev["']""", requirement):
+                continue
+            match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+            if match is not None and match.group(0) not in names:
+                names[match.group(0)] = None
+    return list(names)
 
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """Installed versions of the packages that matter for reproduction (absent ones omitted)."""
+    """Installed versions of the packages that matter for reproduction (absent ones omitted):
+    :func:`tracked_distributions` and ``extra``."""
     versions = {}
-    for name in (*TRACKED_PACKAGES, *extra):
+    for name in (*tracked_distributions(), *extra):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -1,11 +1,13 @@
-"""Built-in executors: ``serial`` (a loop) and ``vmap`` (one ``torch.func.vmap`` call).
+"""Built-in executors, ``serial`` (a loop) and ``vmap`` (one ``torch.func.vmap`` call), and
+the built-in launcher ``local`` (cells one after the other in this process).
 
-This module is also the core's own plugin: it registers the two executors through the same
-``optkit`` entry-point group as every other plugin.
+This module is also the core's own plugin: it registers them through the same ``optkit``
+entry-point group as every other plugin.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -14,7 +16,16 @@ from torch.func import grad_and_value, vmap
 from torch.utils import _pytree as pytree
 
 from optkit.hookspecs import Register, hookimpl
-from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params, Support
+from optkit.interfaces import (
+    Batch,
+    CellBatch,
+    Evaluation,
+    Executor,
+    Launcher,
+    Objective,
+    Params,
+    Support,
+)
 
 
 def stack_points(points: Sequence[Params]) -> Params:
@@ -101,7 +112,33 @@ class VmapExecutor(Executor):
         return Evaluation(values.detach(), grads)
 
 
+class LocalLauncher(Launcher):
+    """Runs the cells one after the other in this process, rows streaming into the run
+    directory as each evaluation happens; prints a start line and an outcome line per cell."""
+
+    name: ClassVar[str] = "local"
+    summary: ClassVar[str] = "cells one after the other in this process"
+
+    def __init__(self) -> None:
+        """No configuration (an explicit signature, so that config keys are checked)."""
+
+    def launch(self, batch: CellBatch) -> None:
+        from optkit.progress import MatrixProgress
+
+        lines = MatrixProgress(len(batch.cells), batch.progress)
+        for number, cell in enumerate(batch.cells, 1):
+            lines.start(number, cell.key)
+            start = time.perf_counter()
+            _ok, outcome = batch.run_here(cell)
+            lines.end(number, cell.key, outcome, time.perf_counter() - start)
+
+
 @hookimpl
 def optkit_register_executors(register: Register) -> None:
     register(SerialExecutor)
     register(VmapExecutor)
+
+
+@hookimpl
+def optkit_register_launchers(register: Register) -> None:
+    register(LocalLauncher)

@@ -51,6 +51,14 @@ def optkit_register_executors(register: Register) -> None:
 
 
 @hookspec
+def optkit_register_launchers(register: Register) -> None:
+    """Register :class:`optkit.interfaces.Launcher` subclasses (where whole cells run):
+    ``register(MyLauncher)``. ``optkit run --launcher NAME`` picks one; the core registers
+    ``local`` (:mod:`optkit.executors`), the ``optkit_ray`` plugin registers ``ray``. Import a
+    cluster library inside ``launch``, not at module level."""
+
+
+@hookspec
 def optkit_register_artifacts(register: Callable[[Any], None]) -> None:
     """Register the data this plugin's objectives read, as :class:`optkit.data.Artifact`
     records: ``register(Artifact(...))``. ``optkit data list``, ``fetch`` and ``add`` then know

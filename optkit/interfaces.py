@@ -1,4 +1,4 @@
-"""The four interfaces of optkit and the small records they exchange.
+"""The interfaces of optkit and the small records they exchange.
 
 Everything here is functional and ``torch.func``-friendly:
 
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+
+from optkit.context import RunContext
 
 if TYPE_CHECKING:
     from optkit.oracle import Oracle
@@ -53,12 +55,67 @@ class Support:
         return self.ok
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """An optional package a plugin needs, and the optkit extra that installs it.
+
+    Attributes:
+        module: the top-level import name (``"botorch"``, ``"PIL"``).
+        extra: the extra of ``pip install 'optkit[EXTRA]'`` that provides it (``"bo"``).
+    """
+
+    module: str
+    extra: str
+
+    def available(self) -> bool:
+        """Whether ``module`` can be imported here (found on the path; not imported)."""
+        import importlib.util
+
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def missing_reason(self, who: str) -> str:
+        """The incompatibility ``optkit check`` reports when the package is missing."""
+        return (
+            f"{who} needs the Python package '{self.module}', which is not installed:"
+            f" pip install 'optkit[{self.extra}]'"
+        )
+
+
 class Plugin:
-    """Common base: a registry ``name`` and a one-line ``summary`` shown by ``optkit plugins``."""
+    """Common base of every registered class.
+
+    Class attributes (declared here so that tools can rely on them):
+        name: the registry key; summary: the one line ``optkit plugins`` shows.
+        kind: ``objective`` | ``optimizer`` | ``hyperoptimizer`` | ``executor`` | ``launcher``.
+        requires: optional packages the plugin imports lazily, each with the extra that
+            installs it. ``optkit check`` turns a missing one into an incompatibility that
+            names the extra (the cell is skipped with that reason), before anything runs.
+        test_config: a small configuration for the contract kits of :mod:`optkit.testing`
+            (a small dimension, a data slice); ``{}`` means the defaults.
+        test_marks: pytest marker names the contract tests of this class get
+            (``("nlp",)`` for one that needs a download).
+
+    Instance attribute:
+        optkit_spec: the ``{"name": ..., **config}`` :meth:`optkit.registry.Registry.create`
+            built this instance from (``None`` for an instance built by hand). A launcher or
+            a remote executor rebuilds the component from it instead of pickling its data.
+    """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     kind: ClassVar[str] = ""
+    requires: ClassVar[tuple[Requirement, ...]] = ()
+    test_config: ClassVar[dict[str, Any]] = {}
+    test_marks: ClassVar[tuple[str, ...]] = ()
+    optkit_spec: dict[str, Any] | None = None
+
+    @classmethod
+    def missing_requirements(cls) -> list[Requirement]:
+        """The entries of :attr:`requires` that are not installed here."""
+        return [r for r in cls.requires if not r.available()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,14 +154,21 @@ class Objective(Plugin, abc.ABC):
     stochastic: bool = False
     optimum: float | None = None
 
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = torch.device("cpu")
+    """Where the objective's tensors live: CPU until :meth:`prepare` says otherwise."""
     dtype: torch.dtype = torch.float32
+    """The floating-point type of the objective's tensors: float32 until :meth:`prepare`."""
+    run_context: RunContext | None = None
+    """The :class:`~optkit.context.RunContext` of the last :meth:`prepare` (runner-driven)."""
 
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
         """Load data and models onto ``device``. Called once per cell before ``init_params``.
 
         The default stores ``device`` and ``dtype``; override to load data (call ``super()``).
-        Must be idempotent: the runner may call it more than once on one instance.
+        The runner calls it through :func:`optkit.context.prepare_objective`, which first sets
+        :attr:`run_context` to the cell's :class:`RunContext` (registry, seed); an override may
+        also declare a keyword ``run_context: RunContext | None = None`` to receive it as an
+        argument. Must be idempotent: the runner may call it more than once on one instance.
         """
         self.device = device
         self.dtype = dtype
@@ -302,6 +366,11 @@ class Executor(Plugin, abc.ABC):
     def supports(self, objective: Objective) -> Support:
         return Support.yes()
 
+    def diagnostics(self) -> list[dict[str, Any]]:
+        """Events worth keeping in the cell's ``end`` row as ``executor_events`` (e.g. Ray
+        actors restarted mid-run), oldest first; each a JSON-plain dict. Default: none."""
+        return []
+
     def close(self) -> None:
         """Release workers (called at the end of a run)."""
 
@@ -356,6 +425,9 @@ class HyperContext:
         record: append a free-form trace row (merged into the results rows).
         completed: trials already finished in an earlier, interrupted run (for resume).
         device / dtype: where the inner problem runs.
+        run_context: the cell's :class:`~optkit.context.RunContext` (registry, device, dtype,
+            seed): build anything nested with ``run_context.create(...)`` and read plugin
+            classes from ``run_context.plugins``, never from the process-wide registry.
     """
 
     objective_spec: dict[str, Any]
@@ -370,6 +442,7 @@ class HyperContext:
     completed: list[TrialResult] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    run_context: RunContext = field(default_factory=RunContext)
 
 
 class HyperOptimizer(Plugin, abc.ABC):
@@ -387,9 +460,55 @@ class HyperOptimizer(Plugin, abc.ABC):
         return Support.yes()
 
 
+# --------------------------------------------------------------------------------------------
+# Launcher
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CellBatch:
+    """The cells a :class:`Launcher` runs, and the runner's means to run and record them.
+
+    Attributes:
+        cells: the cells (``optkit.tasks.Cell``) to run, in order.
+        run_here: runs one cell in this process, its rows streaming into the run directory;
+            returns ``(ok, a one-line outcome)``. Errors are recorded as rows, not raised.
+        payload: one cell -> plain, picklable data that ``run_payload`` accepts anywhere.
+        run_payload: a module-level function ``payload -> rows`` that runs one whole cell in
+            any process with optkit installed (``optkit.runner.run_cell_payload``).
+        deliver: records the rows of a cell run elsewhere: appends them to the run directory,
+            counts the cell, prints its progress line. Call it in this (the driver) process.
+        progress: where progress lines go.
+    """
+
+    cells: list[Any]
+    run_here: Callable[[Any], tuple[bool, str]]
+    payload: Callable[[Any], dict[str, Any]]
+    run_payload: Callable[[dict[str, Any]], list[dict[str, Any]]]
+    deliver: Callable[[list[dict[str, Any]]], None]
+    progress: Callable[[str], None]
+
+
+class Launcher(Plugin, abc.ABC):
+    """Where whole cells run: in this process (``local``), on a Ray cluster (``ray``), ...
+
+    A launcher decides only *where*; the runner keeps the run directory, resume and the
+    manifest. A remote launcher ships ``batch.payload(cell)`` with ``batch.run_payload`` and
+    hands each cell's rows to ``batch.deliver`` as the cell finishes (in completion order),
+    so an interrupted run loses only the cells still running.
+    """
+
+    kind: ClassVar[str] = "launcher"
+
+    @abc.abstractmethod
+    def launch(self, batch: CellBatch) -> None:
+        """Run every cell of ``batch``; return when all rows are recorded."""
+
+
 KINDS: dict[str, type[Plugin]] = {
     "objective": Objective,
     "optimizer": Optimizer,
     "hyperoptimizer": HyperOptimizer,
     "executor": Executor,
+    "launcher": Launcher,
 }

@@ -33,6 +33,7 @@ HOOKS = {
     "optimizer": "optkit_register_optimizers",
     "hyperoptimizer": "optkit_register_hyperoptimizers",
     "executor": "optkit_register_executors",
+    "launcher": "optkit_register_launchers",
 }
 
 

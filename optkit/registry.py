@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Mapping
 from typing import Any
 
 from optkit import plugins as plugin_loader
 from optkit.config import validate_config
+from optkit.context import CONTEXT_PARAMETER, RunContext, accepts_context
 from optkit.errors import PluginError
 from optkit.interfaces import KINDS, Plugin
 from optkit.plugins import Clash, Entry, FailedPlugin, LoadedPlugins, UnknownHook
@@ -95,35 +97,69 @@ class Registry:
     def get(self, kind: str, name: str) -> type[Plugin]:
         return self.entry(kind, name).cls
 
-    def create(self, kind: str, spec: Mapping[str, Any], where: str = "") -> Any:
+    def create(
+        self,
+        kind: str,
+        spec: Mapping[str, Any],
+        where: str = "",
+        *,
+        context: RunContext | None = None,
+    ) -> Any:
         """Instantiate ``spec["name"]`` of ``kind`` with the rest of ``spec`` as config.
 
-        ``label`` is not passed on. Raises :class:`ConfigError` / :class:`PluginError` with
-        ``where`` in the message: errors the plugin's own constructor raises (a
-        ``ConfigError`` or ``ValueError`` about a value) get ``where`` (the task file) too, and
-        a missing optional package is an :class:`~optkit.errors.EnvironmentProblem`.
+        ``label`` is not passed on. A class whose ``__init__`` declares a keyword
+        ``run_context`` receives ``context`` (default: a :class:`~optkit.context.RunContext`
+        of this registry), so that whatever it builds comes from this registry too;
+        ``run_context`` is not a config key. The instance records ``{"name": ..., **config}`` as its
+        ``optkit_spec`` (declared on :class:`~optkit.interfaces.Plugin`), from which a
+        launcher or a remote executor can rebuild it.
+
+        Raises :class:`ConfigError` / :class:`PluginError` with ``where`` in the message:
+        errors the plugin's own constructor raises (a ``ConfigError`` or ``ValueError`` about
+        a value) get ``where`` (the task file) too, and a missing optional package is an
+        :class:`~optkit.errors.EnvironmentProblem`.
         """
         if "name" not in spec:
             raise PluginError(f"{where}: the {kind} table needs a 'name'")
         cls = self.get(kind, str(spec["name"]))
-        config = {k: v for k, v in spec.items() if k not in ("name", "label")}
-        where = where or f"{kind} '{spec['name']}'"
-        config = validate_config(cls, config, where)
-        from optkit.envproblems import missing_package
-        from optkit.errors import ConfigError
+        if context is None:
+            context = RunContext(registry=self)
+        elif context.registry is None:
+            context = context.replace(registry=self)
+        return construct(cls, spec, where, context)
 
-        try:
-            return cls(**config)
-        except ConfigError as exc:
-            if where in str(exc):
-                raise
-            raise ConfigError(f"{where}: {exc}") from None
-        except ValueError as exc:
-            raise ConfigError(
-                f"{where}: {kind} '{spec['name']}' rejects its config: {exc}"
-            ) from None
-        except ModuleNotFoundError as exc:
-            raise missing_package(exc, where) from None
+
+def construct(cls: type[Plugin], spec: Mapping[str, Any], where: str, context: RunContext) -> Any:
+    """Validate ``spec`` against ``cls`` and build it: what :meth:`Registry.create` does once
+    it has found the class. A launcher or remote worker that was sent ``(cls, spec)`` rebuilds
+    the component with this, exactly as the driver built it (see :meth:`Registry.create`)."""
+    from optkit.envproblems import missing_package
+    from optkit.errors import ConfigError
+
+    kind = cls.kind or "plugin"
+    config = {k: v for k, v in spec.items() if k not in ("name", "label")}
+    where = where or f"{kind} '{spec['name']}'"
+    if CONTEXT_PARAMETER in config:
+        raise ConfigError(
+            f"{where}: '{CONTEXT_PARAMETER}' is not a config key: the runner passes the run"
+            " context itself; remove it"
+        )
+    config = validate_config(cls, config, where)
+    recorded = {"name": spec["name"], **copy.deepcopy(config)}
+    if accepts_context(cls):
+        config[CONTEXT_PARAMETER] = context
+    try:
+        instance = cls(**config)
+    except ConfigError as exc:
+        if where in str(exc):
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {kind} '{spec['name']}' rejects its config: {exc}") from None
+    except ModuleNotFoundError as exc:
+        raise missing_package(exc, where) from None
+    instance.optkit_spec = recorded
+    return instance
 
 
 def _key(entry: Entry) -> str:

@@ -28,17 +28,20 @@ from typing import Any, Protocol
 import torch
 
 from optkit import environment
+from optkit.context import RunContext, prepare_objective
 from optkit.errors import ConfigError, DivergenceError, EnvironmentProblem, OptkitError
 from optkit.interfaces import (
+    CellBatch,
     Executor,
     HyperContext,
     HyperOptimizer,
+    Launcher,
     Objective,
     Optimizer,
     TrialResult,
 )
 from optkit.oracle import Oracle
-from optkit.progress import MatrixProgress, Progress
+from optkit.progress import Progress
 from optkit.registry import Registry, get_registry
 from optkit.results import RunDirectory
 from optkit.tasks import Budget, Cell, CheckReport, Task, check_task
@@ -181,6 +184,8 @@ class CellRunner:
         self.progress = progress
         self.device = environment.resolve_device(task.device)
         self.dtype = environment.resolve_dtype(task.dtype)
+        self.context = RunContext(self.device, self.dtype, registry)
+        """The task's context; each cell runs with ``self.context.replace(seed=cell.seed)``."""
 
     def base_row(self, cell: Cell) -> dict[str, Any]:
         return {
@@ -198,14 +203,11 @@ class CellRunner:
         self.run.append([{**self.base_row(cell), **row}])
 
     def build(self, cell: Cell) -> tuple[Objective, Optimizer, Executor]:
-        objective = self.registry.create("objective", cell.objective.spec(), cell.objective.where)
-        # remote executors (ray) rebuild the objective from its spec instead of pickling data
-        objective.optkit_spec = cell.objective.spec()  # type: ignore[attr-defined]
-        objective.prepare(self.device, self.dtype)
-        optimizer = self.registry.create("optimizer", cell.optimizer.spec(), cell.optimizer.where)
-        executor = self.registry.create(
-            "executor", self.task.executor.spec(), self.task.executor.where
-        )
+        context = self.context.replace(seed=cell.seed)
+        objective = context.create("objective", cell.objective.spec(), cell.objective.where)
+        prepare_objective(objective, context)
+        optimizer = context.create("optimizer", cell.optimizer.spec(), cell.optimizer.where)
+        executor = context.create("executor", self.task.executor.spec(), self.task.executor.where)
         executor.bind(objective)
         return objective, optimizer, executor
 
@@ -251,7 +253,7 @@ class CellRunner:
             status = "failed"
             error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
         finally:
-            events = list(getattr(executor, "events", []))
+            events = executor.diagnostics() if executor is not None else []
             if executor is not None:
                 executor.close()
         if events:  # e.g. Ray actors restarted mid-run
@@ -277,7 +279,8 @@ class CellRunner:
     def run_hyper_cell(self, cell: Cell, previous_rows: list[dict[str, Any]]) -> dict[str, Any]:
         assert cell.hyperoptimizer is not None
         spec = cell.hyperoptimizer
-        hyper: HyperOptimizer = self.registry.create("hyperoptimizer", spec.spec(), spec.where)
+        cell_context = self.context.replace(seed=cell.seed)
+        hyper: HyperOptimizer = cell_context.create("hyperoptimizer", spec.spec(), spec.where)
         trial_counter = [len([r for r in previous_rows if r.get("event") == "trial"])]
 
         def run_trial(overrides: Mapping[str, Any]) -> TrialResult:
@@ -285,10 +288,11 @@ class CellRunner:
             index = trial_counter[0]
             trial_counter[0] += 1
             try:
+                context = self.context.replace(seed=cell.seed)
                 inner_objective = self.create_inner("objective", cell, overrides)
-                inner_objective.prepare(self.device, self.dtype)
+                prepare_objective(inner_objective, context)
                 inner_optimizer = self.create_inner("optimizer", cell, overrides)
-                executor = self.registry.create(
+                executor = context.create(
                     "executor", self.task.executor.spec(), self.task.executor.where
                 )
                 executor.bind(inner_objective)
@@ -359,6 +363,7 @@ class CellRunner:
             completed=completed,
             device=self.device,
             dtype=self.dtype,
+            run_context=cell_context,
         )
         result = hyper.optimize(context)
         return {
@@ -372,10 +377,8 @@ class CellRunner:
         """Instantiate the cell's objective/optimizer with dotted ``kind.key`` overrides."""
         component = cell.objective if kind == "objective" else cell.optimizer
         spec = apply_dotted(component.spec(), kind, overrides)
-        instance = self.registry.create(kind, spec, f"{component.where} (trial overrides)")
-        if kind == "objective":
-            instance.optkit_spec = spec
-        return instance
+        context = self.context.replace(seed=cell.seed)
+        return context.create(kind, spec, f"{component.where} (trial overrides)")
 
 
 def _json_plain(value: Any) -> bool:
@@ -462,25 +465,27 @@ def run_task(
     resume: bool = False,
     registry: Registry | None = None,
     progress: Progress = stderr_progress,
-    cells_on: str = "local",
+    launcher: str | Mapping[str, Any] = "local",
+    cells_on: str | None = None,
     ray_address: str | None = None,
     words: Words = CLI,
 ) -> RunSummary:
     """Check the task, then run every missing cell into ``out``.
 
-    ``cells_on="ray"`` distributes whole cells to a Ray cluster (``ray_address``: ``None``
-    starts a local one, ``"auto"`` joins a running one); rows stream back into ``out`` as each
-    cell finishes, so ``resume`` works the same way.
+    ``launcher`` names where whole cells run: a registered launcher (``"local"``: one after
+    the other in this process; ``"ray"``: as Ray tasks, from the ``optkit_ray`` plugin), or a
+    spec such as ``{"name": "ray", "address": "auto"}``. Rows reach ``out`` as each cell
+    finishes, so ``resume`` works the same way wherever cells run. ``cells_on`` (a launcher
+    name) and ``ray_address`` (the launcher's ``address``) are the older spellings.
 
-    Everything that can be wrong with the input (unknown plugins, bad config, no runnable
-    cell, ``resume`` without ``out``, an ``out`` directory holding something else or being
-    written by another process) raises before anything is written. ``words`` names the
-    caller's flags in those messages (the CLI's ``--out`` or the API's ``out=``).
+    Everything that can be wrong with the input (unknown plugins or launcher, bad config, no
+    runnable cell, a launcher whose package is missing, ``resume`` without ``out``, an ``out``
+    directory holding something else or being written by another process) raises before
+    anything is written. ``words`` names the caller's flags in those messages (the CLI's
+    ``--out`` or the API's ``out=``).
 
     The run directory is locked while this runs (:mod:`optkit.runlock`).
     """
-    if cells_on not in ("local", "ray"):
-        raise ConfigError(f"cells can run 'local' or on 'ray', not '{cells_on}'")
     if resume and out is None:
         raise ConfigError(
             f"{words.resume} finishes the missing cells of an existing run directory: name it"
@@ -488,14 +493,45 @@ def run_task(
         )
     registry = registry or get_registry()
     report = check_task(task, registry)
+    chosen = make_launcher(registry, launcher, cells_on, ray_address)
     out_path = Path(out) if out is not None else default_out(task)
     run = RunDirectory.create(out_path, task.name, task.fingerprint, resume, words)
     try:
         if run.lock is not None and run.lock.note:
             print(f"optkit: note: {run.lock.note}", file=sys.stderr, flush=True)
-        return _run_locked(task, run, report, resume, registry, progress, cells_on, ray_address)
+        return _run_locked(task, run, report, resume, registry, progress, chosen)
     finally:
         run.close()
+
+
+def make_launcher(
+    registry: Registry,
+    launcher: str | Mapping[str, Any],
+    cells_on: str | None = None,
+    address: str | None = None,
+) -> Launcher:
+    """The launcher ``launcher`` names (a name or a ``{"name": ..., **config}`` spec), built
+    from ``registry``; ``cells_on`` and ``address`` are the older ``cells_on=`` / ``ray_address=``
+    spellings of its name and its ``address``.
+
+    Raises:
+        PluginError: no launcher of that name (the registered ones listed).
+        ConfigError: a bad config for it.
+        EnvironmentProblem: it needs a package that is not installed (naming the extra).
+    """
+    spec: dict[str, Any] = (
+        {"name": launcher} if isinstance(launcher, str) else dict(launcher)
+    )
+    if cells_on is not None:
+        spec["name"] = cells_on
+    if address is not None:
+        spec["address"] = address
+    where = f"launcher '{spec.get('name')}'"
+    cls = registry.get("launcher", str(spec.get("name")))
+    for requirement in cls.missing_requirements():
+        raise EnvironmentProblem(requirement.missing_reason(where))
+    chosen: Launcher = registry.create("launcher", spec, where)
+    return chosen
 
 
 def _run_locked(
@@ -505,8 +541,7 @@ def _run_locked(
     resume: bool,
     registry: Registry,
     progress: Progress,
-    cells_on: str,
-    ray_address: str | None,
+    launcher: Launcher,
 ) -> RunSummary:
     """The body of :func:`run_task` once the run directory is checked and locked."""
     out_path = run.path
@@ -528,19 +563,7 @@ def _run_locked(
     t0 = time.perf_counter()
 
     def run_cells(cells: list[Cell]) -> None:
-        if cells_on == "ray":
-            run_cells_remotely(task, cells, kept, run, summary, progress, ray_address)
-            return
-        lines = MatrixProgress(len(cells), progress)
-        for number, cell in enumerate(cells, 1):
-            lines.start(number, cell.key)
-            cell_start = time.perf_counter()
-            previous = [r for r in kept if r.get("cell") == cell.key]
-            ok, outcome = runner.run_cell(cell, previous)
-            summary.cells_run += 1
-            if not ok:
-                summary.cells_failed.append(cell.key)
-            lines.end(number, cell.key, outcome, time.perf_counter() - cell_start)
+        launcher.launch(cell_batch(task, cells, kept, runner, run, summary, progress))
 
     if task.tuning is not None:  # the searches run as cells first; measured cells take choices
         from optkit.tuning import tuning_phase
@@ -551,6 +574,52 @@ def _run_locked(
     run.export_csv()
     run.write_manifest(manifest_for(task, "complete", started, summary))
     return summary
+
+
+def cell_batch(
+    task: Task,
+    cells: list[Cell],
+    kept: list[dict[str, Any]],
+    runner: CellRunner,
+    run: RunDirectory,
+    summary: RunSummary,
+    progress: Progress,
+) -> CellBatch:
+    """What a launcher gets for ``cells``: run one here (rows streamed into ``run``), or its
+    payload and :func:`run_cell_payload` to run elsewhere, rows then handed to ``deliver``."""
+    before = summary.cells_run  # a tuned task launches twice: searches, then measured cells
+
+    def previous(cell_key: str) -> list[dict[str, Any]]:
+        return [r for r in kept if r.get("cell") == cell_key]
+
+    def run_here(cell: Cell) -> tuple[bool, str]:
+        ok, outcome = runner.run_cell(cell, previous(cell.key))
+        summary.cells_run += 1
+        if not ok:
+            summary.cells_failed.append(cell.key)
+        return ok, outcome
+
+    def payload(cell: Cell) -> dict[str, Any]:
+        from optkit.tuning import cell_payload
+
+        return {
+            "task": task.raw,
+            "source": task.source,
+            "cell": cell.key,
+            "previous": previous(cell.key),
+            **cell_payload(cell),
+        }
+
+    def deliver(rows: list[dict[str, Any]]) -> None:
+        run.append(rows)
+        end = rows[-1] if rows else {}
+        summary.cells_run += 1
+        if end.get("status") != "ok":
+            summary.cells_failed.append(str(end.get("cell")))
+        number = summary.cells_run - before
+        progress(f"[{number}/{len(cells)}] {end.get('cell')}: {end.get('status')}")
+
+    return CellBatch(cells, run_here, payload, run_cell_payload, deliver, progress)
 
 
 def run_cell_payload(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -567,44 +636,3 @@ def run_cell_payload(payload: dict[str, Any]) -> list[dict[str, Any]]:
     sink = MemorySink()
     CellRunner(task, sink, get_registry(), quiet).run_cell(cell, payload["previous"])
     return sink.rows
-
-
-def run_cells_remotely(
-    task: Task,
-    cells: list[Cell],
-    kept: list[dict[str, Any]],
-    run: RunDirectory,
-    summary: RunSummary,
-    progress: Progress,
-    address: str | None,
-) -> None:
-    """Distribute whole cells to Ray; append each cell's rows to ``run`` as it finishes."""
-    try:
-        from optkit_ray.cells import run_cells_on_ray
-    except ImportError as exc:  # pragma: no cover - the ray plugin ships with optkit
-        raise ConfigError(f"cells on Ray need the ray plugin and extra: {exc}") from None
-    from optkit.tuning import cell_payload
-
-    payloads = [
-        {
-            "task": task.raw,
-            "source": task.source,
-            "cell": cell.key,
-            "previous": [r for r in kept if r.get("cell") == cell.key],
-            **cell_payload(cell),
-        }
-        for cell in cells
-    ]
-
-    before = summary.cells_run  # a tuned task calls this twice: searches, then measured cells
-
-    def on_result(rows: list[dict[str, Any]]) -> None:
-        run.append(rows)
-        end = rows[-1] if rows else {}
-        summary.cells_run += 1
-        if end.get("status") != "ok":
-            summary.cells_failed.append(str(end.get("cell")))
-        number = summary.cells_run - before
-        progress(f"[{number}/{len(cells)}] {end.get('cell')}: {end.get('status')}")
-
-    run_cells_on_ray(payloads, run_cell_payload, on_result, address=address)

@@ -14,7 +14,9 @@ A task file is TOML::
     dtype = "float32"                                     # optional: float32 | float64 | bfloat16
 
 Unknown keys are errors. Component tables are validated against the plugin's signature when
-the task is *checked* (:func:`check_task`), before anything runs.
+the task is *checked* (:func:`check_task`), before anything runs. Parsing (:func:`load_task`,
+:func:`validate_task`) needs no plugin: it does not import the registry, so a task file can be
+read, overridden and fingerprinted anywhere; only :func:`check_task` loads plugins.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from optkit.errors import ConfigError
-from optkit.registry import Registry, get_registry
 
 if TYPE_CHECKING:
+    from optkit.registry import Registry
     from optkit.tuning_spec import TargetSpec, TuningSpec
 
 TOP_LEVEL_KEYS = {
@@ -455,9 +457,9 @@ def check_score(task: Task, objectives: Mapping[str, Any]) -> None:
         if "score" in task.raw:
             raise _fail(
                 task.source,
-                f"'score = {task.score!r}' is given but nothing uses it: 'score' is the metric"
-                " a hyperoptimizer minimizes and budget.target compares with, and this task has"
-                " neither. Remove 'score', or add a hyperoptimizer or budget.target.",
+                f"score = {json.dumps(task.score)} is given but nothing uses it: 'score' is the"
+                " metric a hyperoptimizer minimizes and budget.target compares with, and this task"
+                " has neither. Remove 'score', or add a hyperoptimizer or budget.target.",
             )
         return
     for label, objective in objectives.items():
@@ -478,28 +480,66 @@ class CheckReport:
     skipped: list[tuple[Cell, str]]
 
 
+def missing_requirements(registry: Registry, spec: ComponentSpec) -> str | None:
+    """Why ``spec``'s plugin cannot run here (an optional package it declares in ``requires``
+    is not installed, naming the extra to install), or ``None`` when nothing is missing."""
+    cls = registry.get(spec.kind, spec.name)
+    who = f"{spec.kind} '{spec.label}'"
+    reasons = [r.missing_reason(who) for r in cls.missing_requirements()]
+    return "; ".join(reasons) or None
+
+
 def check_task(task: Task, registry: Registry | None = None) -> CheckReport:
     """Validate every component against its plugin and check pairings, before anything runs.
 
     Unknown plugin names and bad configs raise; so do values only the plugin or the library
     under it can judge (each optimizer is initialized on a tiny problem: ``torch.optim``
     rejects ``lr < 0`` there), and a ``score`` the objectives do not declare or that nothing
-    uses. Incompatible pairings (``supports``) are skipped with the reason. If nothing is
-    runnable, raises :class:`ConfigError`.
+    uses. Incompatible pairings (``supports``) are skipped with the reason, and so are cells
+    of a plugin whose declared optional package (``requires``) is not installed: the reason
+    names the extra to install. If nothing is runnable, raises :class:`ConfigError`.
     """
-    registry = registry or get_registry()
-    objectives = {s.label: registry.create("objective", s.spec(), s.where) for s in task.objectives}
-    optimizers = {s.label: registry.create("optimizer", s.spec(), s.where) for s in task.optimizers}
-    for spec in task.optimizers:
-        probe_optimizer(optimizers[spec.label], spec)
+    if registry is None:
+        from optkit.registry import get_registry
+
+        registry = get_registry()
+    missing = {
+        (s.kind, s.label): why
+        for s in (*task.objectives, *task.optimizers, task.executor, *task.hyperoptimizers)
+        if (why := missing_requirements(registry, s)) is not None
+    }
+    objectives = {
+        s.label: registry.create("objective", s.spec(), s.where)
+        for s in task.objectives
+        if ("objective", s.label) not in missing
+    }
+    optimizers = {
+        s.label: registry.create("optimizer", s.spec(), s.where)
+        for s in task.optimizers
+        if ("optimizer", s.label) not in missing
+    }
+    for label, optimizer in optimizers.items():
+        probe_optimizer(optimizer, next(s for s in task.optimizers if s.label == label))
     check_score(task, objectives)
-    executor = registry.create("executor", task.executor.spec(), task.executor.where)
+    executor = None
+    if ("executor", task.executor.label) not in missing:
+        executor = registry.create("executor", task.executor.spec(), task.executor.where)
     hypers = {
-        h.label: registry.create("hyperoptimizer", h.spec(), h.where) for h in task.hyperoptimizers
+        h.label: registry.create("hyperoptimizer", h.spec(), h.where)
+        for h in task.hyperoptimizers
+        if ("hyperoptimizer", h.label) not in missing
     }
     runnable: list[Cell] = []
     skipped: list[tuple[Cell, str]] = []
     for cell in task.cells():
+        parts = [cell.objective, cell.optimizer, task.executor]
+        if cell.hyperoptimizer is not None:
+            parts.append(cell.hyperoptimizer)
+        absent = [missing[(p.kind, p.label)] for p in parts if (p.kind, p.label) in missing]
+        if absent:
+            skipped.append((cell, "; ".join(absent)))
+            continue
+        assert executor is not None
         objective = objectives[cell.objective.label]
         optimizer = optimizers[cell.optimizer.label]
         checks = [

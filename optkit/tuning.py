@@ -136,6 +136,7 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
     Raises:
         OptkitError: every trial failed (the measured cells of this optimizer are skipped).
     """
+    from optkit.context import prepare_objective
     from optkit.runner import run_loop, score_of
 
     task = runner.task
@@ -160,7 +161,7 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
         score, metrics = math.nan, {}
         try:
             objective = runner.create_inner("objective", cell, overrides)
-            objective.prepare(runner.device, runner.dtype)
+            prepare_objective(objective, runner.context.replace(seed=cell.seed))
             executor = registry.create("executor", task.executor.spec(), task.executor.where)
             executor.bind(objective)
             try:
@@ -221,6 +222,7 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
         completed=completed,
         device=runner.device,
         dtype=runner.dtype,
+        run_context=runner.context.replace(seed=cell.seed),
     )
     result = hyper.optimize(context)
     if not result.best_config or not math.isfinite(result.best_score):

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from optkit.context import RunContext
 from optkit.errors import ConfigError, PluginError
 from optkit.interfaces import (
     BASE_RULE_ALIASES,
@@ -28,16 +29,23 @@ from optkit.interfaces import (
 from optkit.oracle import Oracle
 
 
-def build_base(base: str, base_config: dict[str, Any] | None, owner: str) -> FirstOrderOptimizer:
-    """Create the registered first-order optimizer ``base`` with ``base_config``.
+def build_base(
+    base: str,
+    base_config: dict[str, Any] | None,
+    owner: str,
+    run_context: RunContext | None = None,
+) -> FirstOrderOptimizer:
+    """Create the first-order optimizer ``base`` with ``base_config`` from the registry of
+    ``run_context`` (the caller's: ``Registry.create`` passes it to a wrapper that declares a
+    ``run_context`` parameter). ``None``, for a wrapper built by hand outside a run, means a
+    default :class:`~optkit.context.RunContext`.
 
     Raises:
         PluginError: ``base`` is not a registered optimizer (valid names listed).
         ConfigError: ``base`` is not first-order, or ``base_config`` does not fit it.
     """
-    from optkit.registry import get_registry
-
-    registry = get_registry()
+    context = run_context if run_context is not None else RunContext()
+    registry = context.plugins
     first_order = [
         n
         for n in registry.names("optimizer")
@@ -56,7 +64,7 @@ def build_base(base: str, base_config: dict[str, Any] | None, owner: str) -> Fir
             f" update(params, grads, state)); use one of: {', '.join(first_order)}"
         )
     spec = {"name": base, **(base_config or {})}
-    optimizer = registry.create("optimizer", spec, where=f"optimizer '{owner}': base_config")
+    optimizer = context.create("optimizer", spec, where=f"optimizer '{owner}': base_config")
     assert isinstance(optimizer, FirstOrderOptimizer)
     return optimizer
 
@@ -78,13 +86,16 @@ class ParallelBaseline(Optimizer):
         base: str = "adam",
         base_config: dict[str, Any] | None = None,
         parallelism: int = 5,
+        run_context: RunContext | None = None,
     ) -> None:
         """Args:
         base: a registered first-order optimizer; base_config: its keyword config.
         parallelism: N >= 1 workers (gradient evaluations per iteration).
+        run_context: the caller's context (passed by ``Registry.create``, not a config key):
+            ``base`` comes from its registry.
         """
         check_parallelism(parallelism, self.name)
-        self.base = build_base(base, base_config, self.name)
+        self.base = build_base(base, base_config, self.name, run_context)
         self.parallelism = parallelism
 
     def init(self, params: Params) -> Any:

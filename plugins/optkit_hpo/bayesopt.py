@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from optkit.errors import ConfigError
-from optkit.interfaces import HyperContext, HyperOptimizer, HyperResult
+from optkit.interfaces import HyperContext, HyperOptimizer, HyperResult, Requirement
 from optkit_hpo.space import CategoricalParam, check_against_specs, parse_space
 from optkit_hpo.trials import TrialBook, validate_counts
 
@@ -78,6 +78,7 @@ def transform_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
 class BoTorchSearch(HyperOptimizer):
     """Bayesian optimization: SingleTaskGP + qLogExpectedImprovement, batches of q points."""
 
+    requires: ClassVar[tuple[Requirement, ...]] = (Requirement("botorch", "bo"),)
     name: ClassVar[str] = "botorch"
     summary: ClassVar[str] = (
         "GP Bayesian optimization (BoTorch SingleTaskGP, qLogEI, Sobol start, q-batches)"
@@ -183,7 +184,13 @@ class BoTorchSearch(HyperOptimizer):
     # ---------------------------------------------------------------------------------------
 
     def optimize(self, context: HyperContext) -> HyperResult:
-        check_against_specs(self.space, context.objective_spec, context.optimizer_spec, self.where)
+        check_against_specs(
+            self.space,
+            context.objective_spec,
+            context.optimizer_spec,
+            self.where,
+            context.run_context,
+        )
         book = TrialBook(self.space, context, self.where)
         generator = torch.Generator().manual_seed(context.seed)
         replaced = [0]

@@ -39,7 +39,13 @@ class RandomSearch(HyperOptimizer):
         self.trials = trials
 
     def optimize(self, context: HyperContext) -> HyperResult:
-        check_against_specs(self.space, context.objective_spec, context.optimizer_spec, self.where)
+        check_against_specs(
+            self.space,
+            context.objective_spec,
+            context.optimizer_spec,
+            self.where,
+            context.run_context,
+        )
         book = TrialBook(self.space, context, self.where)
         generator = torch.Generator().manual_seed(context.seed)
         plan = [self.space.decode(u) for u in self.space.sample(self.trials, generator)]

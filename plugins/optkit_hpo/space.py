@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from optkit.context import RunContext
 from optkit.errors import ConfigError
 
 PREFIXES = ("objective.", "optimizer.")
@@ -424,8 +425,12 @@ def check_against_specs(
     objective_spec: Mapping[str, Any],
     optimizer_spec: Mapping[str, Any],
     where: str,
+    run_context: RunContext | None = None,
 ) -> None:
     """Check the space's keys against the inner pairing before any trial runs.
+
+    The plugin classes come from the registry of ``run_context`` (the hyperoptimizer's
+    ``HyperContext.run_context``); ``None`` means a default :class:`RunContext`.
 
     * the first segment after ``objective.`` / ``optimizer.`` must be a config key of the
       inner plugin (of every choice, when ``<kind>.name`` is itself searched);
@@ -436,9 +441,8 @@ def check_against_specs(
         ConfigError: naming the key, the plugin and the valid keys.
     """
     from optkit.config import accepts_any_keyword, config_schema
-    from optkit.registry import get_registry
 
-    registry = get_registry()
+    registry = (run_context if run_context is not None else RunContext()).plugins
     for kind, spec in (("objective", objective_spec), ("optimizer", optimizer_spec)):
         names = [str(spec.get("name", ""))]
         for p in space.params:

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 
 from optkit.errors import ConfigError, OptkitError
-from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params, Support
+from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params, Requirement
 from optkit_ray.transport import decode, encode, encode_tree, nbytes
 from optkit_ray.worker import MISS, RELOAD, EvalWorker, Job
 
@@ -97,6 +97,7 @@ class RayExecutor(Executor):
     # the contract kit evaluates 3 points; on a 2-core CI machine, two half-CPU actors
     test_config: ClassVar[dict[str, Any]] = {"num_actors": 2, "num_cpus_per_actor": 0.5}
     test_marks: ClassVar[tuple[str, ...]] = ("ray",)
+    requires: ClassVar[tuple[Requirement, ...]] = (Requirement("ray", "ray"),)
 
     def __init__(
         self,
@@ -164,12 +165,9 @@ class RayExecutor(Executor):
 
     # ----------------------------------------------------------------------------- set-up
 
-    def supports(self, objective: Objective) -> Support:
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            return Support.no("executor 'ray' needs Ray: pip install 'optkit[ray]'")
-        return Support.yes()
+    def diagnostics(self) -> list[dict[str, Any]]:
+        """The fault events (:attr:`events`) of this executor, oldest first."""
+        return list(self.events)
 
     def bind(self, objective: Objective) -> None:
         """Start the actors for ``objective`` now (otherwise the first round does it)."""
@@ -453,14 +451,15 @@ class RayExecutor(Executor):
 def objective_payload(objective: Objective) -> dict[str, Any]:
     """How actors get their own copy of ``objective``.
 
-    ``{"spec": {"name": ..., **config}}`` when the objective carries the registry spec it was
-    built from (attribute ``optkit_spec``, set by the runner): each actor builds and prepares
-    a fresh one, loading data itself. Otherwise ``{"instance": objective}``: the instance is
-    pickled once into the object store (with whatever data it already holds).
+    ``{"spec": {"name": ..., **config}, "class": type(objective)}`` when the objective carries
+    the spec it was built from (``optkit_spec``, which ``Registry.create`` records): each actor
+    builds and prepares a fresh one from that class (resolved by the driver's registry, so no
+    worker looks a name up), loading data itself. Otherwise ``{"instance": objective}``: the
+    instance is pickled once into the object store (with whatever data it already holds).
     """
-    spec = getattr(objective, "optkit_spec", None)
+    spec = objective.optkit_spec
     if isinstance(spec, dict) and spec.get("name") == objective.name:
-        return {"spec": dict(spec)}
+        return {"spec": dict(spec), "class": type(objective)}
     return {"instance": objective}
 
 

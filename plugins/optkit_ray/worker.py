@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.func import grad_and_value
 
+from optkit.context import RunContext, prepare_objective
 from optkit_ray.transport import Viewed, decode, decode_tree, encode
 
 MISS = "optkit-ray-cache-miss"
@@ -56,14 +57,22 @@ class Job:
 
 
 def build_objective(payload: Mapping[str, Any], device: torch.device, dtype: torch.dtype) -> Any:
-    """The worker's objective: ``{"spec": {...}}`` -> registry; ``{"instance": obj}`` -> obj."""
-    if "spec" in payload:
-        from optkit.registry import get_registry
+    """The worker's prepared objective.
 
-        objective = get_registry().create("objective", payload["spec"], "executor 'ray' worker")
+    ``{"spec": {...}, "class": cls}``: rebuilt from the class the driver's registry resolved
+    (so a component of a private registry works too) with
+    :func:`optkit.registry.construct`, exactly as the driver built it; ``{"instance": obj}``:
+    the pickled instance itself. The objective is prepared with a :class:`RunContext` of the
+    worker's device and dtype.
+    """
+    context = RunContext(device, dtype)
+    if "spec" in payload:
+        from optkit.registry import construct
+
+        objective = construct(payload["class"], payload["spec"], "executor 'ray' worker", context)
     else:
         objective = payload["instance"]
-    objective.prepare(device, dtype)
+    prepare_objective(objective, context)
     return objective
 
 

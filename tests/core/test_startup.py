@@ -26,7 +26,7 @@ def test_hookspecs_are_documented() -> None:
     from optkit import hookspecs
 
     hooks = [n for n, f in vars(hookspecs).items() if n.startswith("optkit_") and callable(f)]
-    assert len(hooks) == 5
+    assert len(hooks) == 6
     for name in hooks:
         doc = inspect.getdoc(getattr(hookspecs, name)) or ""
         assert "register(" in doc, f"hookspec {name} has no usage in its docstring"
