@@ -287,7 +287,7 @@ def test_a_score_nothing_uses_fails_check(
     task = write(tmp_path, TINY_TOML + 'score = "gap"\n')
     assert main(["check", str(task)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"{task}: 'score = 'gap'' is given but nothing uses it" in err
+    assert f'{task}: score = "gap" is given but nothing uses it' in err
     with_target = TINY_TOML.replace("iterations = 3 }", "iterations = 3, target = 0.1 }")
     assert main(["check", str(write(tmp_path, with_target + 'score = "gap"\n'))]) == 0
 
