@@ -173,10 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             sizes = [len(parse_layers(r["selection_by_step"][steps])) for r in group]
             n = int(group[0].get("num_layers", max(sizes)))
             pairs = list(itertools.combinations(sizes, 2))
-            chance = sum(chance_jaccard(a, b, n) for a, b in pairs) / max(1, len(pairs))
+            chance = (
+                f"{sum(chance_jaccard(a, b, n) for a, b in pairs) / len(pairs):.3f}"
+                if pairs
+                else "n/a"
+            )
             print(
                 f"  search steps {steps:>5}: Jaccard across seeds {shown}"
-                f" (layers kept {sizes}; random sets of those sizes: {chance:.3f})"
+                f" (layers kept {sizes}; random sets of those sizes: {chance})"
             )
         for r in group:
             print(

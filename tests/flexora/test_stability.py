@@ -89,6 +89,11 @@ def test_command_line_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "search steps     1: Jaccard across seeds 0.000" in out
     assert "search steps     2: Jaccard across seeds 1.000" in out
     assert "random sets of those sizes: 0.389" in out  # 2 of 4: (1 x 1 + 4 x 1/3 + 1 x 0) / 6
+    path.write_text(json.dumps(rows[1]))
+    assert stability.main([str(path)]) == 0
+    assert "Jaccard across seeds n/a (layers kept [2]; random sets of those sizes: n/a)" in (
+        capsys.readouterr().out
+    )
     empty = tmp_path / "empty.jsonl"
     empty.write_text(json.dumps({"event": "end"}))
     assert stability.main([str(empty)]) == 2
