@@ -2,7 +2,7 @@
 
 Use them from your own test suite::
 
-    from optkit.testing import check_objective, check_optimizer
+    from optkit.testing import check_hyperoptimizer, check_objective, check_optimizer
     def test_my_objective():
         check_objective(MyObjective(dim=3))
 
@@ -11,6 +11,7 @@ checks over every registered plugin.
 """
 
 from optkit.testing.cuda import count_syncs
+from optkit.testing.hyper import check_hyperoptimizer
 from optkit.testing.kits import (
     check_executor,
     check_objective,
@@ -21,6 +22,7 @@ from optkit.testing.kits import (
 
 __all__ = [
     "check_executor",
+    "check_hyperoptimizer",
     "check_objective",
     "check_optimizer",
     "count_syncs",
