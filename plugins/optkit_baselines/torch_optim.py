@@ -41,7 +41,8 @@ class TorchOptState:
     def holds(self, params: Params) -> bool:
         """Whether ``params`` are, key for key, the copies the last update returned, not
         modified in place since (their version counters unchanged): then the slots already
-        hold their values and need not be loaded."""
+        hold their values and need not be loaded. (A write through ``.data`` bypasses the
+        version counter and is not seen: params are values, as the interfaces say.)"""
         issued = self.issued
         if len(issued) != len(params):
             return False
