@@ -1,4 +1,4 @@
-"""`optkit bench --executor ray`: whole cells on Ray, rows streamed, --resume unchanged."""
+"""`optkit bench --launcher ray`: whole cells on Ray, rows streamed, --resume unchanged."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_bench_on_ray_matches_local_and_resumes(ray_session: Any, tmp_path: Path
     task = tmp_path / "task.toml"
     task.write_text(TASK)
     assert main(["bench", str(task), "--out", str(tmp_path / "local")]) == 0
-    assert main(["bench", str(task), "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert main(["bench", str(task), "--out", str(tmp_path / "ray"), "--launcher", "ray"]) == 0
     local, remote = finals(tmp_path / "local"), finals(tmp_path / "ray")
     assert len(local) == 4 and local == remote  # same seeds, same numbers, wherever they ran
 
@@ -36,7 +36,7 @@ def test_bench_on_ray_matches_local_and_resumes(ray_session: Any, tmp_path: Path
     rows = [json.loads(x) for x in rows_path.read_text().splitlines()]
     victim = "sphere|sgd|1"
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["cell"] != victim))
-    args = ["bench", str(task), "--out", str(tmp_path / "ray"), "--executor", "ray", "--resume"]
+    args = ["bench", str(task), "--out", str(tmp_path / "ray"), "--launcher", "ray", "--resume"]
     assert main(args) == 0
     after = RunDirectory(tmp_path / "ray").rows()
     assert [r["cell"] for r in after if r["event"] == "end"].count(victim) == 1

@@ -26,7 +26,7 @@ SMALL = {"num_cpus_per_actor": 0.5, "startup_timeout_s": 60.0}
 
 def _objective(spec: dict[str, Any]) -> Objective:
     obj = optkit.get_registry().create("objective", spec)
-    obj.optkit_spec = dict(spec)  # what the runner records: actors rebuild it from the spec
+    assert obj.optkit_spec == spec  # recorded by Registry.create: actors rebuild from it
     obj.prepare(torch.device("cpu"), torch.float32)
     return obj
 
@@ -131,6 +131,7 @@ def test_killed_actor_is_restarted_and_round_retried(executor: Any, ray_session:
         ("actor_restarted", 1, executor.stats.rounds)
     ]
     assert executor.actor_pids()[1] != pid
+    assert executor.diagnostics() == executor.events  # what the runner stores in the end row
     executor.events.clear()
 
 
