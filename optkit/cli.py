@@ -91,7 +91,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from optkit.tasks import check_task
+    from optkit.checking import check_task
 
     task = _load(args)
     report = check_task(task)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from optkit.checking import CheckReport, check_task
 from optkit.errors import ConfigError, EnvironmentProblem
 from optkit.interfaces import CellBatch, Launcher
 from optkit.progress import Progress
@@ -21,7 +22,7 @@ from optkit.results import RunDirectory
 from optkit.runner.cell import CellRunner, MemorySink
 from optkit.runner.loop import quiet, stderr_progress
 from optkit.runner.manifest import default_out, manifest_for
-from optkit.tasks import Cell, CheckReport, Task, check_task
+from optkit.tasks import Cell, Task
 from optkit.wording import CLI, Words
 
 
