@@ -151,10 +151,10 @@ def _task(**hyper: Any) -> dict[str, Any]:
             "name": "us_debates",
             "train_size": 6,
             "val_size": 2,
-            "test_size": 2,
+            "test_size": 1,
             "batch_size": 1,
             "eval_batch_size": 2,
-            "max_length": 24,
+            "max_length": 16,
         },
         "optimizer": {"name": "adamw", "lr": 1e-3},
         "hyperoptimizer": {"name": "flexora", "finetune_steps": 1, "gate_lr": 0.1, **hyper},
@@ -171,7 +171,7 @@ def _rows(task: dict[str, Any], out: Path) -> list[dict[str, Any]]:
 def test_run_records_selection_by_length_and_ablation(tmp_path: Path) -> None:
     rows = _rows(
         _task(
-            search_steps=3,
+            search_steps=2,
             gate_form="sigmoid",
             gate_power=3,
             loss="token_nll",
@@ -182,18 +182,18 @@ def test_run_records_selection_by_length_and_ablation(tmp_path: Path) -> None:
     )
     end = next(r for r in rows if r["event"] == "end")
     search = [r for r in rows if r.get("stage") == "search"]
-    assert len(search) == 3 and all(len(r["logits"]) == 30 for r in search)
+    assert len(search) == 2 and all(len(r["logits"]) == 30 for r in search)
     assert (end["gate_form"], end["gate_power"], end["search_loss"]) == ("sigmoid", 3, "token_nll")
-    assert end["search_steps"] == 3 and end["val_batch_size"] == 2
-    assert list(end["selection_by_step"]) == ["1", "2", "3"]
-    assert end["selection_by_step"]["3"] == end["selected_layers_str"]
+    assert end["search_steps"] == 2 and end["val_batch_size"] == 2
+    assert list(end["selection_by_step"]) == ["1", "2"]
+    assert end["selection_by_step"]["2"] == end["selected_layers_str"]
     # the recorded selection at step s is the rule applied to the logits after step s
     for r in search:
         chosen = [i for i, a in enumerate(r["logits"]) if a > 0] or [
             max(range(30), key=lambda i: r["logits"][i])
         ]
         assert end["selection_by_step"][str(r["step"] + 1)] == ",".join(map(str, chosen))
-    assert end["selection_jaccard_by_step"]["3"] == 1.0
+    assert end["selection_jaccard_by_step"]["2"] == 1.0
     ablation = next(r for r in rows if r.get("stage") == "layer_ablation")
     assert len(end["ablation_loss_change"]) == 30 == len(ablation["logits"])
     assert ablation["logits"] == search[-1]["logits"]
