@@ -87,7 +87,11 @@ def run_cells_on_ray(
             delivered += 1
     finally:
         for ref in in_flight:  # interrupted or failed: stop what is still running
-            ray.cancel(ref)  # not force: the worker process survives for the next cells
+            # force: a plain cancel raises KeyboardInterrupt inside the task, which can land in
+            # the middle of an import (torch's lazy `torch._dynamo`, seen under load) and leave
+            # the reused worker with a half-initialized module that breaks every later cell.
+            # Killing the worker costs a process start, and only on this failure path.
+            ray.cancel(ref, force=True)
     return delivered
 
 
