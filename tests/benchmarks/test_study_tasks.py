@@ -23,6 +23,10 @@ TINY: dict[str, list[str]] = {
         "optimizers.4.mll_steps=2",
     ],
     "study-optex-synthetic-noisy.toml": [f"objectives.{i}.dim=20" for i in range(4)],
+    "study-optex-options-synthetic.toml": [
+        *(f"objectives.{i}.dim=20" for i in range(4)),
+        "optimizers.5.effective_dim=10",
+    ],
     "study-hpo-rosenbrock.toml": [
         "objective.dim=5",
         "hyperoptimizers.0.trials=2",
