@@ -327,7 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _error(output_error(exc.filename or "the output", exc))
     except KeyboardInterrupt:
-        print("optkit: interrupted; finished cells are kept (use --resume)", file=sys.stderr)
+        if getattr(args, "command", None) == "data":
+            print(
+                "optkit: interrupted; the data cache holds only complete, verified files"
+                " (downloads and extractions are staged): run the same command again",
+                file=sys.stderr,
+            )
+        else:
+            print("optkit: interrupted; finished cells are kept (use --resume)", file=sys.stderr)
         return 130
 
 

