@@ -22,8 +22,22 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from optkit.errors import ConfigError
-from optkit.interfaces import FirstOrderOptimizer, HyperContext, HyperOptimizer, HyperResult, Params
-from optkit_flexora.finetune import FinetuneResult, run_finetune, seeded_objective
+from optkit.interfaces import (
+    FirstOrderOptimizer,
+    HyperContext,
+    HyperOptimizer,
+    HyperResult,
+    Objective,
+    Optimizer,
+    Params,
+    Support,
+)
+from optkit_flexora.finetune import (
+    FinetuneResult,
+    lora_text_support,
+    run_finetune,
+    seeded_objective,
+)
 from optkit_flexora.layers import LayerStack
 
 Method = Literal["lora", "dora", "rslora", "adalora", "lora_drop", "random", "full"]
@@ -143,6 +157,10 @@ class LoraBaselines(HyperOptimizer):
         self.drop_threshold = drop_threshold
         self.random_count = random_count
         self.full_lr = full_lr
+
+    def supports(self, objective: Objective, optimizer: Optimizer) -> Support:
+        """A LoRA text objective (the baselines set its ``peft`` variant and layers)."""
+        return lora_text_support(objective)
 
     def optimize(self, context: HyperContext) -> HyperResult:
         steps = self.finetune_steps or int(context.budget.get("iterations", 0))

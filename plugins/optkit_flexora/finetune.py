@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from optkit.interfaces import HyperContext, Optimizer, Params
+from optkit.interfaces import HyperContext, Objective, Optimizer, Params, Support
 from optkit.oracle import Oracle
 
 
@@ -131,3 +131,11 @@ def seeded_objective(context: HyperContext, overrides: dict[str, Any]) -> Any:
         torch.manual_seed(context.seed)
         objective.prepare(context.device, context.dtype)
     return objective
+
+
+def lora_text_support(objective: Objective) -> Support:
+    """Whether ``objective`` is a LoRA text objective (``optkit_nlp``: per-split batches and
+    adapter layers), which both Flexora and the LoRA baselines need."""
+    if not hasattr(objective, "sample_split_batch") or not hasattr(objective, "layers"):
+        return Support.no(f"objective '{objective.name}' is not a LoRA text objective (optkit_nlp)")
+    return Support.yes()

@@ -40,7 +40,12 @@ from optkit.interfaces import (
 )
 from optkit.oracle import Oracle
 from optkit_flexora import hypergrad, stability
-from optkit_flexora.finetune import run_finetune, seeded_objective, serial_executor
+from optkit_flexora.finetune import (
+    lora_text_support,
+    run_finetune,
+    seeded_objective,
+    serial_executor,
+)
 from optkit_flexora.gates import LayerGates, check_gate_options, gate_scales, gate_values
 from optkit_flexora.selection import check_top_k, select_layers
 
@@ -194,10 +199,9 @@ class Flexora(HyperOptimizer):
         """A LoRA text objective; its splits are checked against the search here, so that a
         validation split too small for the validation batch or checkpoints beyond the search
         are a :class:`ConfigError` before anything runs."""
-        if not hasattr(objective, "sample_split_batch") or not hasattr(objective, "layers"):
-            return Support.no(
-                f"objective '{objective.name}' is not a LoRA text objective (optkit_nlp)"
-            )
+        text = lora_text_support(objective)
+        if not text:
+            return text
         sizes = getattr(objective, "sizes", None)
         if isinstance(sizes, dict) and hasattr(objective, "batch_size"):
             self.check_splits(objective.name, sizes, int(objective.batch_size))

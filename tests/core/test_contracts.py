@@ -68,10 +68,8 @@ def test_executor_contract(name: str) -> None:
     check_executor(REGISTRY.create("executor", {"name": name, **example_config(cls)}))
 
 
-KNOWN_GAPS = {
-    "lora_baselines": "its supports() accepts any objective, but it needs a LoRA text objective"
-    " (it sets objective.peft): the kit shows the gap; strict, so fixing it turns this red",
-}
+KNOWN_GAPS: dict[str, str] = {}
+"""Hyperoptimizers the kit is known to fail (strict xfail: fixing one turns its test red)."""
 
 
 def hyper_params() -> list[pytest.param]:  # type: ignore[valid-type]

@@ -105,7 +105,7 @@ def test_vmap_round_of_many_tensors_names_the_offender(n: int) -> None:
         orc.evaluate(points)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="counts CUDA synchronisations")
+@pytest.mark.gpu  # deselected without CUDA (tests/conftest.py); runs with `pytest -m gpu`
 def test_a_round_synchronises_the_host_once_on_cuda() -> None:
     from optkit.testing import count_syncs
 
