@@ -28,10 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
 from optkit.errors import DivergenceError, OptkitError
-from optkit.interfaces import HyperContext, TrialResult
+from optkit.interfaces import TrialResult
 from optkit.results import atomic_write_text
 from optkit.tasks import Cell, Task
 from optkit.tuning_spec import TuningSpec, plain_config, resolved_space
@@ -138,6 +136,7 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
     """
     from optkit.context import prepare_objective
     from optkit.runner import run_loop, score_of
+    from optkit.runner.hyper_cell import hyper_context
 
     task = runner.task
     tuning = _tuning(task)
@@ -209,22 +208,7 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
         )
         for r in previous
     ]
-    context = HyperContext(
-        objective_spec=cell.objective.spec(),
-        optimizer_spec=cell.optimizer.spec(),
-        budget=dict(vars(tuning.budget)),
-        seed=cell.seed,
-        generator=torch.Generator().manual_seed(cell.seed),
-        run_trial=run_trial,
-        create_objective=lambda o: runner.create_inner("objective", cell, o),
-        create_optimizer=lambda o: runner.create_inner("optimizer", cell, o),
-        record=lambda row: runner.emit(cell, {"event": "trace", **row}),
-        completed=completed,
-        device=runner.device,
-        dtype=runner.dtype,
-        run_context=runner.context.replace(seed=cell.seed),
-    )
-    result = hyper.optimize(context)
+    result = hyper.optimize(hyper_context(runner, cell, tuning.budget, run_trial, completed))
     if not result.best_config or not math.isfinite(result.best_score):
         first = next((t.error for t in result.trials if t.error), "no trial ran")
         raise OptkitError(f"every one of the {len(result.trials)} trials failed (first: {first})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +27,34 @@ def _json_plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _json_plain(v) for k, v in value.items())
     return False
+
+
+def hyper_context(
+    runner: CellRunner,
+    cell: Cell,
+    budget: Any,
+    run_trial: Callable[[Mapping[str, Any]], TrialResult],
+    completed: list[TrialResult],
+) -> HyperContext:
+    """What a hyperoptimizer of ``cell`` is given: the inner pairing's specs, ``budget`` (a
+    :class:`~optkit.tasks.Budget`), a generator and the run context seeded by the cell's seed,
+    ``run_trial``, the trials a resumed run already finished, and the runner's factories for
+    the inner components. Shared by hyperoptimizer cells and the ``[tuning]`` phase."""
+    return HyperContext(
+        objective_spec=cell.objective.spec(),
+        optimizer_spec=cell.optimizer.spec(),
+        budget=dict(vars(budget)),
+        seed=cell.seed,
+        generator=torch.Generator().manual_seed(cell.seed),
+        run_trial=run_trial,
+        create_objective=lambda o: runner.create_inner("objective", cell, o),
+        create_optimizer=lambda o: runner.create_inner("optimizer", cell, o),
+        record=lambda row: runner.emit(cell, {"event": "trace", **row}),
+        completed=completed,
+        device=runner.device,
+        dtype=runner.dtype,
+        run_context=runner.context.replace(seed=cell.seed),
+    )
 
 
 def run_hyper_cell(
@@ -108,21 +136,7 @@ def run_hyper_cell(
         for r in previous_rows
         if r.get("event") == "trial"
     ]
-    context = HyperContext(
-        objective_spec=cell.objective.spec(),
-        optimizer_spec=cell.optimizer.spec(),
-        budget=dict(vars(runner.task.budget)),
-        seed=cell.seed,
-        generator=torch.Generator().manual_seed(cell.seed),
-        run_trial=run_trial,
-        create_objective=lambda o: runner.create_inner("objective", cell, o),
-        create_optimizer=lambda o: runner.create_inner("optimizer", cell, o),
-        record=lambda row: runner.emit(cell, {"event": "trace", **row}),
-        completed=completed,
-        device=runner.device,
-        dtype=runner.dtype,
-        run_context=cell_context,
-    )
+    context = hyper_context(runner, cell, runner.task.budget, run_trial, completed)
     result = hyper.optimize(context)
     return {
         "best_config": result.best_config,
