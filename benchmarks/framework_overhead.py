@@ -59,6 +59,7 @@ from optkit.oracle import Oracle
 from optkit.registry import get_registry
 from optkit.runner import run_loop
 from optkit.tasks import Budget
+from optkit.testing import TimedOracle
 
 N = 8
 
@@ -319,32 +320,6 @@ class TimedExecutor(VmapExecutor):
             return super().evaluate(objective, points, batches)
         finally:
             self.spent += time.perf_counter() - t
-
-
-class TimedOracle(Oracle):
-    """An oracle adding up the seconds spent in :meth:`evaluate` and its rounds; with
-    ``drain``, the device's queue (the optimizer's work before the round) is drained before
-    the clock starts, so only the round's own work and waits are counted."""
-
-    spent = 0.0
-    rounds = 0
-    drain = False
-
-    def evaluate(
-        self,
-        points: Sequence[Params],
-        *,
-        batches: Sequence[Batch] | None = None,
-        sequential: bool = True,
-    ) -> Evaluation:
-        if self.drain:
-            sync(self.objective.device)
-        t = time.perf_counter()
-        try:
-            return super().evaluate(points, batches=batches, sequential=sequential)
-        finally:
-            self.spent += time.perf_counter() - t
-            self.rounds += 1
 
 
 def oracle_in_optex(

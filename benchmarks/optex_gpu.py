@@ -32,7 +32,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,8 +40,8 @@ from optkit_optex.estimator import KernelGradientEstimator
 
 import optkit
 from optkit.errors import ConfigError
-from optkit.interfaces import Batch, Evaluation, Objective, Params
-from optkit.testing import count_syncs
+from optkit.interfaces import Objective, Params
+from optkit.testing import TimedOracle, count_syncs
 
 N = 8
 T0 = 50
@@ -63,26 +63,6 @@ def timed(fn: Callable[[], Any], device: torch.device, reps: int, warm: int = 3)
         if i >= warm:
             out.append(time.perf_counter() - t)
     return statistics.median(out)
-
-
-class TimedOracle(optkit.Oracle):
-    """An :class:`optkit.Oracle` that adds the wall-clock seconds of each ``evaluate`` call
-    (its finite check's synchronisation included) to :attr:`seconds`."""
-
-    seconds = 0.0
-
-    def evaluate(
-        self,
-        points: Sequence[Params],
-        *,
-        batches: Sequence[Batch] | None = None,
-        sequential: bool = True,
-    ) -> Evaluation:
-        t = time.perf_counter()
-        try:
-            return super().evaluate(points, batches=batches, sequential=sequential)
-        finally:
-            self.seconds += time.perf_counter() - t
 
 
 def specs(lr: float) -> dict[str, dict[str, Any]]:
@@ -158,7 +138,7 @@ def iteration_cost(
         for _ in range(warm):
             run.step()
         if not run.raw:
-            run.oracle.seconds = 0.0
+            run.oracle.spent = 0.0
     steady: dict[str, list[float]] = {label: [] for label in runs}
     single: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(rounds):
@@ -179,7 +159,7 @@ def iteration_cost(
     out.update({f"{label}_synced": 1e3 * statistics.median(v) for label, v in single.items()})
     for label, run in runs.items():
         if not run.raw:
-            out[f"{label}_oracle_ms"] = 1e3 * run.oracle.seconds / (2 * rounds * block)
+            out[f"{label}_oracle_ms"] = 1e3 * run.oracle.spent / (2 * rounds * block)
         if label.startswith("optex") and device.type == "cuda":
             out[f"{label}_syncs_per_iteration"] = count_syncs(run.step)
     out["errors"] = errors

@@ -19,8 +19,10 @@ from optkit.testing.kits import (
     example_config,
     reference_objective,
 )
+from optkit.testing.timing import TimedOracle
 
 __all__ = [
+    "TimedOracle",
     "check_executor",
     "check_hyperoptimizer",
     "check_objective",

@@ -115,3 +115,16 @@ def test_a_round_synchronises_the_host_once_on_cuda() -> None:
     fine = {k: v.cuda() for k, v in FINE.items()}
     orc.evaluate([fine] * 4)
     assert count_syncs(lambda: orc.evaluate([fine] * 4)) == 1
+
+
+def test_the_timed_oracle_counts_rounds_and_seconds_and_returns_the_same_evaluation() -> None:
+    from optkit.testing import TimedOracle
+
+    objective = SqrtPlusLinear()
+    objective.prepare(torch.device("cpu"), torch.float32)
+    timed = TimedOracle(objective, VmapExecutor(), torch.Generator().manual_seed(0))
+    plain = Oracle(objective, VmapExecutor(), torch.Generator().manual_seed(0))
+    got, want = timed.evaluate([FINE, FINE]), plain.evaluate([FINE, FINE])
+    timed.evaluate([FINE])
+    assert timed.rounds == 2 and timed.spent > 0.0
+    assert torch.equal(got.losses, want.losses)
