@@ -10,8 +10,16 @@ optimizer and the same number of steps, and records each method's metrics:
   the layer's LoRA output (B A x * scaling) on sampled training batches; the most important
   layers whose normalized importance sums to ``drop_threshold`` keep LoRA (LoRA-drop, Zhou et
   al. 2024) and a fresh LoRA is fine-tuned on them;
-* ``random``: ``random_count`` layers drawn with the cell's seed;
+* ``lora_early_stop``: LoRA on every layer evaluated every ``eval_every`` steps, reported at
+  the checkpoint with the lowest validation loss (the validation examples Flexora searches on);
+  it shares the ``lora`` run when both are asked for;
+* ``random``: ``random_count`` layers drawn with the cell's seed; ``random_draws = k`` draws k
+  sets (draw d seeded by ``10_000 + 1_000 d + seed``), reported as ``random_`` (draw 0) and
+  ``random_d1_`` ... (draws 1..k-1);
 * ``full``: every weight of the model (where it fits in memory).
+
+With ``eval_every`` every method's fine-tune is evaluated periodically, and its row gains the
+validation/test curves and ``overfit_nats`` (final minus lowest test log-loss).
 """
 
 from __future__ import annotations
@@ -40,7 +48,19 @@ from optkit_flexora.finetune import (
 )
 from optkit_flexora.layers import LayerStack
 
-Method = Literal["lora", "dora", "rslora", "adalora", "lora_drop", "random", "full"]
+Method = Literal[
+    "lora", "lora_early_stop", "dora", "rslora", "adalora", "lora_drop", "random", "full"
+]
+METHODS: tuple[str, ...] = (
+    "lora",
+    "lora_early_stop",
+    "dora",
+    "rslora",
+    "adalora",
+    "lora_drop",
+    "random",
+    "full",
+)
 METHOD_OVERRIDES: dict[str, dict[str, Any]] = {
     "lora": {"objective.peft": "lora", "objective.layers": None},
     "dora": {"objective.peft": "dora", "objective.layers": None},
@@ -126,7 +146,9 @@ class LoraBaselines(HyperOptimizer):
         drop_batches: int = 8,
         drop_threshold: float = 0.9,
         random_count: int | None = None,
+        random_draws: int = 1,
         full_lr: float | None = None,
+        eval_every: int | None = None,
     ) -> None:
         """Args:
         methods: which baselines to run, in order (default lora, dora, rslora, adalora,
@@ -135,14 +157,25 @@ class LoraBaselines(HyperOptimizer):
         drop_steps / drop_batches / drop_threshold: LoRA-drop's short run, the number of
             sampled training batches that score the layers, the importance mass kept.
         random_count: number of random layers for ``random``.
+        random_draws: how many random layer sets ``random`` fine-tunes (module docstring).
+        eval_every: evaluate every method's fine-tune every this many steps (needed by
+            ``lora_early_stop``; default: only at the end).
         full_lr: learning rate of the inner optimizer for ``full`` (full fine-tuning needs a
             far smaller one than LoRA; default: the task's).
         """
         self.methods = list(methods or ["lora", "dora", "rslora", "adalora", "lora_drop"])
-        valid = ("lora", "dora", "rslora", "adalora", "lora_drop", "random", "full")
-        bad = [m for m in self.methods if m not in valid]
+        bad = [m for m in self.methods if m not in METHODS]
         if bad:
-            raise ConfigError(f"lora_baselines: unknown methods {bad}; valid: {', '.join(valid)}")
+            raise ConfigError(f"lora_baselines: unknown methods {bad}; valid: {', '.join(METHODS)}")
+        if eval_every is not None and eval_every < 1:
+            raise ConfigError(f"lora_baselines: eval_every must be >= 1, got {eval_every}")
+        if "lora_early_stop" in self.methods and eval_every is None:
+            raise ConfigError(
+                "lora_baselines: method 'lora_early_stop' needs eval_every (steps between the"
+                " validation checkpoints it stops on), e.g. eval_every = 20"
+            )
+        if random_draws < 1:
+            raise ConfigError(f"lora_baselines: random_draws must be >= 1, got {random_draws}")
         if "random" in self.methods and (random_count is None or random_count < 1):
             raise ConfigError("lora_baselines: method 'random' needs random_count >= 1")
         if not 0 < drop_threshold <= 1:
@@ -156,7 +189,9 @@ class LoraBaselines(HyperOptimizer):
         self.drop_batches = drop_batches
         self.drop_threshold = drop_threshold
         self.random_count = random_count
+        self.random_draws = random_draws
         self.full_lr = full_lr
+        self.eval_every = eval_every
 
     def supports(self, objective: Objective, optimizer: Optimizer) -> Support:
         """A LoRA text objective (the baselines set its ``peft`` variant and layers)."""
@@ -168,35 +203,69 @@ class LoraBaselines(HyperOptimizer):
             raise ConfigError("lora_baselines: set finetune_steps or budget.iterations (>= 1)")
         extras: dict[str, Any] = {}
         best: tuple[float, str] = (float("inf"), "")
+        shared: dict[str, FinetuneResult] = {}  # the lora run, reused by lora_early_stop
         for method in self.methods:
             start = time.perf_counter()
-            result = self._run(context, method, steps, extras)
-            extras.update(result.metrics(prefix=f"{method}_"))
-            extras[f"{method}_total_s"] = time.perf_counter() - start
-            extras[f"{method}_layers"] = ",".join(map(str, result.layers))
-            context.record(
-                {
-                    "stage": f"{method}-summary",
-                    "method": method,
-                    **result.metrics(),
-                    "layers": result.layers,
-                }
-            )
-            best = min(best, (result.val_loss, method))
+            for name, metrics, layers in self._reports(context, method, steps, extras, shared):
+                extras.update({f"{name}_{key}": value for key, value in metrics.items()})
+                extras[f"{name}_total_s"] = time.perf_counter() - start
+                extras[f"{name}_layers"] = ",".join(map(str, layers))
+                context.record(
+                    {"stage": f"{name}-summary", "method": name, **metrics, "layers": layers}
+                )
+                best = min(best, (float(metrics["val_loss"]), name))
         return HyperResult(best_config={"method": best[1]}, best_score=best[0], extras=extras)
+
+    def _reports(
+        self,
+        context: HyperContext,
+        method: str,
+        steps: int,
+        extras: dict[str, Any],
+        shared: dict[str, FinetuneResult],
+    ) -> list[tuple[str, dict[str, Any], list[int]]]:
+        """``(reported name, metrics, layers)`` of one method: one report, or one per random
+        draw; ``lora`` and ``lora_early_stop`` share one run (kept in ``shared``)."""
+        if method in ("lora", "lora_early_stop"):
+            if "lora" not in shared:
+                shared["lora"] = self._run(context, "lora", steps, extras)
+            result = shared["lora"]
+            if method == "lora":
+                return [(method, result.metrics(), result.layers)]
+            return [(method, result.early_stop_metrics(), result.layers)]
+        if method == "random":
+            reports = []
+            for draw in range(self.random_draws):
+                result = self._run(context, "random", steps, extras, draw)
+                name = "random" if draw == 0 else f"random_d{draw}"
+                reports.append((name, result.metrics(), result.layers))
+            return reports
+        result = self._run(context, method, steps, extras)
+        return [(method, result.metrics(), result.layers)]
 
     def _objective(self, context: HyperContext, overrides: dict[str, Any]) -> Any:
         return seeded_objective(context, overrides)
 
     def _run(
-        self, context: HyperContext, method: str, steps: int, extras: dict[str, Any]
+        self,
+        context: HyperContext,
+        method: str,
+        steps: int,
+        extras: dict[str, Any],
+        draw: int = 0,
     ) -> FinetuneResult:
         gen = torch.Generator().manual_seed(context.seed)
         if method in ("lora", "dora", "rslora", "full"):
             objective = self._objective(context, METHOD_OVERRIDES[method])
             lr = {"optimizer.lr": self.full_lr} if method == "full" and self.full_lr else {}
             return run_finetune(
-                objective, context.create_optimizer(lr), steps, gen, context.record, method
+                objective,
+                context.create_optimizer(lr),
+                steps,
+                gen,
+                context.record,
+                method,
+                eval_every=self.eval_every,
             )
         if method == "adalora":
             return self._adalora(context, steps, gen)
@@ -209,15 +278,23 @@ class LoraBaselines(HyperOptimizer):
                     f" {probe.num_layers} layers of the model"
                 )
             perm = torch.randperm(
-                probe.num_layers, generator=torch.Generator().manual_seed(10_000 + context.seed)
+                probe.num_layers,
+                generator=torch.Generator().manual_seed(10_000 + 1_000 * draw + context.seed),
             )
             layers = sorted(int(i) for i in perm[:count])
             del probe
         else:  # lora_drop
             layers = self._lora_drop_layers(context, gen, extras)
         objective = self._objective(context, {"objective.peft": "lora", "objective.layers": layers})
+        label = method if draw == 0 else f"{method}_d{draw}"
         return run_finetune(
-            objective, context.create_optimizer({}), steps, gen, context.record, method
+            objective,
+            context.create_optimizer({}),
+            steps,
+            gen,
+            context.record,
+            label,
+            eval_every=self.eval_every,
         )
 
     def _adalora(self, context: HyperContext, steps: int, gen: torch.Generator) -> FinetuneResult:
@@ -247,7 +324,14 @@ class LoraBaselines(HyperOptimizer):
             return out
 
         return run_finetune(
-            objective, optimizer, steps, gen, context.record, "adalora", after_update=allocate
+            objective,
+            optimizer,
+            steps,
+            gen,
+            context.record,
+            "adalora",
+            after_update=allocate,
+            eval_every=self.eval_every,
         )
 
     def _lora_drop_layers(

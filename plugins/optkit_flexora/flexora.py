@@ -112,6 +112,8 @@ class Flexora(HyperOptimizer):
         fd_epsilon: float = 0.01,
         virtual_lr: float | None = None,
         random_control: bool = False,
+        random_draws: int = 1,
+        eval_every: int | None = None,
     ) -> None:
         """Args:
         search_steps: alternating (LoRA step, gate step) pairs of stage 1 (default 100 when
@@ -136,7 +138,16 @@ class Flexora(HyperOptimizer):
         finetune_steps: iterations of the final fine-tune (default: budget.iterations).
         fd_epsilon / virtual_lr: DARTS' radius and virtual step xi (default: inner lr).
         random_control: also fine-tune as many random layers (seeded by the cell's seed).
+        random_draws: with ``random_control``, how many random layer sets: draw d is seeded by
+            ``10_000 + 1_000 d + seed`` (as ``lora_baselines``' ``random``) and reported as
+            ``random_`` (draw 0), ``random_d1_``, ...
+        eval_every: evaluate the fine-tunes' validation and test splits every this many
+            steps (the curves and ``overfit_nats`` in the row; default: only at the end).
         """
+        if random_draws < 1:
+            raise ConfigError(f"flexora: random_draws must be >= 1, got {random_draws}")
+        if eval_every is not None and eval_every < 1:
+            raise ConfigError(f"flexora: eval_every must be >= 1, got {eval_every}")
         if search_steps is not None and search_epochs is not None:
             raise ConfigError(
                 "flexora: give the search length as search_steps or search_epochs, not both"
@@ -194,6 +205,8 @@ class Flexora(HyperOptimizer):
         self.fd_epsilon = fd_epsilon
         self.virtual_lr = virtual_lr
         self.random_control = random_control
+        self.random_draws = random_draws
+        self.eval_every = eval_every
 
     def supports(self, objective: Objective, optimizer: Optimizer) -> Support:
         """A LoRA text objective; its splits are checked against the search here, so that a
@@ -294,14 +307,15 @@ class Flexora(HyperOptimizer):
             **times,
             **final.metrics(),
         }
-        if self.random_control:
+        for draw in range(self.random_draws if self.random_control else 0):
             release_memory(context.device)
-            gen = torch.Generator().manual_seed(10_000 + context.seed)
+            gen = torch.Generator().manual_seed(10_000 + 1_000 * draw + context.seed)
             perm = torch.randperm(search["num_layers"], generator=gen)
             random_layers = sorted(int(i) for i in perm[: len(chosen.layers)])
-            control = self._finetune(context, random_layers, steps, "random")
-            extras.update(control.metrics(prefix="random_"))
-            extras["random_layers"] = random_layers
+            name = "random" if draw == 0 else f"random_d{draw}"
+            control = self._finetune(context, random_layers, steps, name)
+            extras.update(control.metrics(prefix=f"{name}_"))
+            extras[f"{name}_layers"] = random_layers
         return HyperResult(
             best_config={"objective.layers": chosen.layers},
             best_score=final.val_loss,
@@ -465,4 +479,6 @@ class Flexora(HyperOptimizer):
         objective = seeded_objective(context, {"objective.layers": layers})
         optimizer = context.create_optimizer({})
         gen = torch.Generator().manual_seed(context.seed)
-        return run_finetune(objective, optimizer, steps, gen, context.record, label)
+        return run_finetune(
+            objective, optimizer, steps, gen, context.record, label, eval_every=self.eval_every
+        )

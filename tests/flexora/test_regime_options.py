@@ -1,0 +1,101 @@
+"""What the overfitting-regime study (issue 17) needs of the baselines, on the real SmolLM2:
+periodic evaluation, LoRA early-stopped on the validation split, several random draws, and the
+regime check ``overfit_nats``."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import optkit
+from optkit.errors import ConfigError
+
+pytestmark = pytest.mark.nlp
+
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
+
+
+def _end_row(raw: dict[str, Any], out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    summary = optkit.run(raw, out=out)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    errors = [r for r in rows if r.get("event") == "error"]
+    assert not summary.cells_failed and not errors, errors
+    return next(r for r in rows if r["event"] == "end"), rows
+
+
+def _baselines(**hyper: Any) -> dict[str, Any]:
+    raw = tomllib.loads((TASKS / "flexora-us_debates-baselines-cpu.toml").read_text())
+    raw["seeds"] = [0]
+    raw["budget"]["iterations"] = 4
+    raw["hyperoptimizer"].update(hyper)
+    return raw
+
+
+def test_lora_early_stop_shares_the_lora_run_and_stops_at_the_best_validation(
+    tmp_path: Path,
+) -> None:
+    raw = _baselines(methods=["lora", "lora_early_stop"], eval_every=2, finetune_steps=4)
+    end, rows = _end_row(raw, tmp_path)
+    evals = [r for r in rows if r.get("stage") == "lora-eval"]
+    assert [r["step"] for r in evals] == [2, 4]  # one run, evaluated at 2 and at the end
+    best = min(evals, key=lambda r: (r["val_loss"], r["step"]))
+    assert end["lora_early_stop_early_stop_step"] == best["step"]
+    assert end["lora_early_stop_test_loss"] == pytest.approx(best["test_loss"])
+    assert end["lora_early_stop_val_loss"] <= end["lora_val_loss"]
+    assert end["lora_test_loss"] == pytest.approx(evals[-1]["test_loss"])
+    lowest = min(r["test_loss"] for r in evals)
+    assert end["lora_overfit_nats"] == pytest.approx(end["lora_test_loss"] - lowest)
+    assert end["lora_overfit_nats"] >= 0.0
+    assert end["lora_test_loss_curve"] == [r["test_loss"] for r in evals]
+
+
+def test_random_draws_are_different_layer_sets_of_the_same_count(tmp_path: Path) -> None:
+    raw = _baselines(methods=["random"], random_count=3, random_draws=2, finetune_steps=2)
+    end, _rows = _end_row(raw, tmp_path)
+    first, second = end["random_layers"], end["random_d1_layers"]
+    assert first != second
+    assert len(first.split(",")) == len(second.split(",")) == 3
+    assert end["random_d1_layers_trained"] == 3
+
+
+@pytest.mark.parametrize(
+    ("hyper", "message"),
+    [
+        ({"methods": ["lora_early_stop"]}, "needs eval_every"),
+        ({"methods": ["lora"], "eval_every": 0}, "eval_every must be >= 1"),
+        ({"methods": ["random"], "random_count": 2, "random_draws": 0}, "random_draws"),
+        ({"methods": ["lora_late_stop"]}, "'lora_early_stop'"),
+    ],
+)
+def test_bad_regime_options_are_clear_errors(hyper: dict[str, Any], message: str) -> None:
+    spec = {"name": "lora_baselines", **hyper}
+    with pytest.raises(ConfigError, match=message):
+        optkit.get_registry().create("hyperoptimizer", spec)
+
+
+@pytest.mark.parametrize(
+    ("hyper", "message"),
+    [({"random_draws": 0}, "random_draws"), ({"eval_every": 0}, "eval_every")],
+)
+def test_flexora_regime_options_are_validated(hyper: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        optkit.get_registry().create("hyperoptimizer", {"name": "flexora", **hyper})
+
+
+def test_flexora_random_control_draws_and_curves(tmp_path: Path) -> None:
+    raw = tomllib.loads((TASKS / "flexora-us_debates-cpu.toml").read_text())
+    raw["hyperoptimizer"].update(
+        search_steps=1, random_control=True, random_draws=2, eval_every=1, top_k=4
+    )
+    raw["hyperoptimizer"]["selection"] = "top_k"
+    end, _rows = _end_row(raw, tmp_path)
+    assert end["num_selected"] == 4
+    assert len(end["random_layers"]) == len(end["random_d1_layers"]) == 4
+    assert end["random_layers"] != end["random_d1_layers"]
+    for prefix in ("", "random_", "random_d1_"):
+        assert len(end[f"{prefix}test_loss_curve"]) == 2  # evaluated after steps 1 and 2
+        assert end[f"{prefix}overfit_nats"] >= 0.0
