@@ -1,12 +1,20 @@
 """The tuning phase of a task with ``[tuning]``: every optimizer tuned the same way, then measured.
 
-For each objective and each optimizer of the task (those with a runnable measured cell), one
+For each objective and each method label of the task (those with a runnable measured cell), one
 *search* (a :class:`TuningCell`, key ``objective|label|tuning``) runs the task's
 hyperoptimizer over the optimizer's resolved space (:mod:`optkit.tuning_spec`). Every search
 uses the same hyperoptimizer config, trial count, search seed (``tuning.seeds[0]``: random
 search draws the same plan for every optimizer), tuning seeds and per-trial budget. A trial
 trains the pairing once per tuning seed and is scored on the mean over those seeds of the final
 ``tuning.score`` (negated for a metric the objective maximises, so lower is better).
+
+In a task with hyperoptimizer cells (``hyperoptimizer(s)`` as a matrix dimension: Flexora and
+its baselines) the method label is ``hyperoptimizer:optimizer`` and a trial is one whole
+hyperoptimizer cell (its own search and final fine-tune, say) run on each tuning seed with the
+trial's optimizer (and objective) config and ``tuning.budget``, scored on the value of
+``tuning.score`` in that cell's ``end`` row (:func:`optkit.runner.hyper_cell.reported_metrics`
+gives the direction). The inner cell's own trace rows are not kept: a ``trial`` row carries the
+numbers its end row reports, averaged over the tuning seeds.
 
 Searches are cells: they go through :meth:`optkit.runner.CellRunner.run_cell` and the same
 local loop or Ray distribution (``--executor ray``) as the measured cells, write rows with
@@ -24,7 +32,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +43,7 @@ from optkit.tasks import Cell, Task
 from optkit.tuning_spec import TuningSpec, plain_config, resolved_space
 
 if TYPE_CHECKING:
+    from optkit.registry import Registry
     from optkit.results import RunDirectory
     from optkit.runner import CellRunner, Progress, RunSummary
 
@@ -43,8 +52,9 @@ TUNING_FILE = "tuning.json"
 
 @dataclass(frozen=True)
 class TuningCell(Cell):
-    """The search of one optimizer's configuration on one objective; ``seed`` is the search's
-    seed (``tuning.seeds[0]``)."""
+    """The search of one method's optimizer configuration on one objective; ``seed`` is the
+    search's seed (``tuning.seeds[0]``); ``hyperoptimizer`` is set for a hyperoptimizer cell's
+    label (its trials run that whole cell)."""
 
     phase: ClassVar[str] = "tuning"
 
@@ -72,13 +82,14 @@ def _tuning(task: Task) -> TuningSpec:
 
 
 def tuning_cells(task: Task, runnable: Sequence[Cell]) -> list[TuningCell]:
-    """One search per (objective, optimizer) that has a runnable measured cell, task order."""
+    """One search per (objective, method label) with a runnable measured cell, in task order:
+    per optimizer, or per (hyperoptimizer, optimizer) in a task with hyperoptimizer cells."""
     seed = _tuning(task).seeds[0]
     seen: dict[tuple[str, str], TuningCell] = {}
     for cell in runnable:
-        key = (cell.objective.label, cell.optimizer.label)
+        key = (cell.objective.label, cell.label)
         if key not in seen:
-            seen[key] = TuningCell(cell.objective, cell.optimizer, seed)
+            seen[key] = TuningCell(cell.objective, cell.optimizer, seed, cell.hyperoptimizer)
     return list(seen.values())
 
 
@@ -136,7 +147,7 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
     """
     from optkit.context import prepare_objective
     from optkit.runner import run_loop, score_of
-    from optkit.runner.hyper_cell import hyper_context
+    from optkit.runner.hyper_cell import hyper_context, reported_metrics
 
     task = runner.task
     tuning = _tuning(task)
@@ -147,31 +158,48 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
     hyper = registry.create(
         "hyperoptimizer", {**tuning.hyperoptimizer.spec(), "space": space}, where
     )
-    direction = runner.create_inner("objective", cell, {}).metric_direction()
-    direction = direction.get(tuning.score, "min")
+    if cell.hyperoptimizer is None:
+        directions = runner.create_inner("objective", cell, {}).metric_direction()
+    else:
+        hyper_spec = cell.hyperoptimizer
+        directions = reported_metrics(
+            registry.create("hyperoptimizer", hyper_spec.spec(), hyper_spec.where)
+        )
+    direction = directions.get(tuning.score, "min")
     previous = [r for r in previous_rows if r.get("event") == "trial"]
     counter = [len(previous)]
+    inner_runner = _discarding_runner(task, registry) if cell.hyperoptimizer else None
 
     def run_trial(overrides: Mapping[str, Any]) -> TrialResult:
         start = time.perf_counter()
         index = counter[0]
         counter[0] += 1
-        status, error, finals = "ok", None, []
+        status, error = "ok", None
+        finals: list[dict[str, Any]] = []
         score, metrics = math.nan, {}
         try:
-            objective = runner.create_inner("objective", cell, overrides)
-            prepare_objective(objective, runner.context.replace(seed=cell.seed))
-            executor = registry.create("executor", task.executor.spec(), task.executor.where)
-            executor.bind(objective)
-            try:
+            if inner_runner is not None:  # a trial is the whole hyperoptimizer cell
                 for seed in tuning.seeds:
-                    optimizer = runner.create_inner("optimizer", cell, overrides)
-                    finals.append(
-                        run_loop(objective, optimizer, executor, seed, tuning.budget, tuning.score)
-                    )
-            finally:
-                executor.close()
-            score = statistics.fmean(score_of(f, objective, tuning.score) for f in finals)
+                    finals.append(_hyper_trial(inner_runner, cell, overrides, seed, tuning))
+                score = statistics.fmean(
+                    _hyper_score(f, tuning.score, direction, cell) for f in finals
+                )
+            else:
+                objective = runner.create_inner("objective", cell, overrides)
+                prepare_objective(objective, runner.context.replace(seed=cell.seed))
+                executor = registry.create("executor", task.executor.spec(), task.executor.where)
+                executor.bind(objective)
+                try:
+                    for seed in tuning.seeds:
+                        optimizer = runner.create_inner("optimizer", cell, overrides)
+                        finals.append(
+                            run_loop(
+                                objective, optimizer, executor, seed, tuning.budget, tuning.score
+                            )
+                        )
+                finally:
+                    executor.close()
+                score = statistics.fmean(score_of(f, objective, tuning.score) for f in finals)
             metrics = _mean_metrics(finals)
         except DivergenceError as exc:
             status, error = "diverged", f"seed {tuning.seeds[len(finals)]}: {exc}"
@@ -183,6 +211,7 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
         runner.emit(
             cell,
             {
+                **metrics,
                 "event": "trial",
                 "trial": index,
                 "trial_config": plain_config(tuning, optimizer_cls, overrides),
@@ -193,7 +222,6 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
                 "error": error,
                 "trial_wall_s": result.cost_s,
                 "tuning_seeds": list(tuning.seeds),
-                **metrics,
             },
         )
         return result
@@ -224,6 +252,52 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
     }
 
 
+class _Discard:
+    """A row sink that keeps nothing (a tuning trial's inner hyperoptimizer cell)."""
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        pass
+
+
+def _discarding_runner(task: Task, registry: Registry) -> CellRunner:
+    """A :class:`CellRunner` whose rows go nowhere: it runs the inner hyperoptimizer cells of
+    a search's trials, whose own trace rows the search does not keep."""
+    from optkit.runner import CellRunner, quiet
+
+    return CellRunner(task, _Discard(), registry, quiet)
+
+
+def _hyper_trial(
+    runner: CellRunner,
+    search: TuningCell,
+    overrides: Mapping[str, Any],
+    seed: int,
+    tuning: TuningSpec,
+) -> dict[str, Any]:
+    """One tuning seed of a hyperoptimizer-cell trial: the cell of ``search``'s label on
+    ``seed``, its specs carrying ``overrides``, run with ``tuning.budget``; its end fields."""
+    from optkit.runner.hyper_cell import run_hyper_cell
+
+    plain = Cell(search.objective, search.optimizer, seed, search.hyperoptimizer)
+    return run_hyper_cell(runner, tuned_cell(plain, overrides), [], tuning.budget)
+
+
+def _hyper_score(end: Mapping[str, Any], metric: str, direction: str, search: Cell) -> float:
+    """``end[metric]`` of an inner hyperoptimizer cell, negated for a metric to maximise.
+
+    Raises:
+        OptkitError: the cell did not report ``metric`` as a number (the trial fails).
+    """
+    value = end.get(metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        reported = sorted(k for k, v in end.items() if isinstance(v, (int, float)))
+        raise OptkitError(
+            f"tuning.score '{metric}' is not a number in the end row of the hyperoptimizer cell"
+            f" '{search.label}' (got {value!r}); it reported: {', '.join(reported)}"
+        )
+    return -float(value) if direction == "max" else float(value)
+
+
 @dataclass
 class Choice:
     """The outcome of one search: the overrides to measure with, or why there are none."""
@@ -234,7 +308,9 @@ class Choice:
 
 
 def choices(task: Task, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Choice]:
-    """(objective label, optimizer label) -> :class:`Choice`, from the searches' rows."""
+    """(objective label, method label) -> :class:`Choice`, from the searches' rows (the
+    method label is the optimizer's, or ``hyperoptimizer:optimizer`` for hyperoptimizer
+    cells)."""
     tuning = _tuning(task)
     out: dict[tuple[str, str], Choice] = {}
     for search in tuning_cells(task, task.cells()):
@@ -254,6 +330,8 @@ def choices(task: Task, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, st
             if r.get("event") == "trial"
         ]
         record: dict[str, Any] = {
+            "optimizer": search.optimizer.label,
+            "hyperoptimizer": search.hyperoptimizer.label if search.hyperoptimizer else None,
             "chosen": None,
             "resolved": None,
             "score": None,
@@ -262,7 +340,7 @@ def choices(task: Task, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, st
             "status": end.get("status"),
             "trials": trials,
         }
-        key = (search.objective.label, search.optimizer.label)
+        key = (search.objective.label, search.label)
         if end.get("status") != "ok":
             reason = f"tuning failed: {str(end.get('error') or end.get('status'))[:200]}"
             out[key] = Choice(None, {**record, "error": reason}, reason)
@@ -307,6 +385,14 @@ def describe_plan(task: Task, runnable: Sequence[Cell]) -> str:
     runs = (
         f" = {searches * trials * len(tuning.seeds)} trial runs" if isinstance(trials, int) else ""
     )
+    if task.hyperoptimizers:
+        return (
+            f"tuning: {searches} searches (objective x hyperoptimizer x optimizer) x"
+            f" {trials or 'default'} trials x {len(tuning.seeds)} seeds{runs}, each a whole"
+            f" hyperoptimizer cell (budget {tuning.budget.iterations} iterations), with"
+            f" {tuning.hyperoptimizer.name} on '{tuning.score}' (seeds {tuning.seeds}), before"
+            f" the {len(runnable)} measured cells"
+        )
     return (
         f"tuning: {searches} searches (objective x optimizer) x {trials or 'default'} trials x"
         f" {len(tuning.seeds)} seeds x {tuning.budget.iterations} iterations{runs}, with"
@@ -346,7 +432,7 @@ def tuning_phase(
     progress(f"tuning: done in {time.perf_counter() - start:.1f} s; choices in {TUNING_FILE}")
     measured: list[Cell] = []
     for cell in todo:
-        choice = found.get((cell.objective.label, cell.optimizer.label))
+        choice = found.get((cell.objective.label, cell.label))
         if choice is None or choice.overrides is None:
             reason = choice.reason if choice is not None else "its tuning search did not end"
             summary.cells_skipped.append((cell.key, reason))

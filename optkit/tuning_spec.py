@@ -211,10 +211,14 @@ def parse_target(raw: Any, labels: Sequence[str], source: str) -> TargetSpec:
             raise ConfigError(f"{source}: 'target.value' must be a number, got {value!r}")
         return TargetSpec(metric, None, float(value))
     reference = raw["reference"]
-    if reference not in labels:
+    # a hyperoptimizer cell's label is '<hyperoptimizer label>:<optimizer label>': its
+    # hyperoptimizer part is checked against the task's by check_comparison
+    optimizer_part = reference.rpartition(":")[2] if isinstance(reference, str) else reference
+    if optimizer_part not in labels:
         raise ConfigError(
             f"{source}: 'target.reference' {reference!r} is not a label of this task's"
-            f" optimizers; labels: {', '.join(labels)}"
+            f" optimizers; labels: {', '.join(labels)} (in a task with hyperoptimizers:"
+            " '<hyperoptimizer label>:<optimizer label>')"
         )
     return TargetSpec(metric, str(reference), None)
 
@@ -276,26 +280,30 @@ def check_comparison(task: Task, objectives: Mapping[str, Objective], registry: 
     """Check ``[tuning]`` / ``[target]`` against the live plugins (``optkit check``).
 
     Raises:
-        ConfigError / PluginError: a metric an objective does not declare, a space key an
-            optimizer lacks (or whose value its config rejects), a hyperoptimizer that takes
-            no ``space`` or rejects its config, or a task that has both ``[tuning]`` and a
-            ``hyperoptimizer`` matrix dimension.
+        ConfigError / PluginError: a metric an objective does not declare (in a task with
+            hyperoptimizer cells: a metric a hyperoptimizer's cell does not report), a space
+            key an optimizer lacks (or whose value its config rejects), a hyperoptimizer that
+            takes no ``space`` or rejects its config, a reference that is no cell label.
     """
     from optkit.config import accepts_any_keyword, config_schema
     from optkit.runner import apply_dotted
 
     source = task.source
-    if task.target is not None:
+    if task.hyperoptimizers:
+        check_hyper_comparison(task, registry)
+    elif task.target is not None:
         check_metric(task.target.metric, "target.metric", objectives, source)
+        if task.target.reference is not None and ":" in task.target.reference:
+            labels = ", ".join(o.label for o in task.optimizers)
+            raise ConfigError(
+                f"{source}: 'target.reference' {task.target.reference!r} names a"
+                f" hyperoptimizer cell, but this task has no hyperoptimizers; labels: {labels}"
+            )
     tuning = task.tuning
     if tuning is None:
         return
-    if task.hyperoptimizers:
-        raise ConfigError(
-            f"{source}: give either [tuning] (tune every optimizer the same way, then measure)"
-            " or 'hyperoptimizer(s)' (a hyperoptimizer as a matrix dimension), not both"
-        )
-    check_metric(tuning.score, "tuning.score", objectives, source)
+    if not task.hyperoptimizers:
+        check_metric(tuning.score, "tuning.score", objectives, source)
     try:
         hyper_cls = registry.get("hyperoptimizer", tuning.hyperoptimizer.name)
     except PluginError as exc:
@@ -358,10 +366,59 @@ def check_comparison(task: Task, objectives: Mapping[str, Objective], registry: 
                 ) from None
 
 
+def hyper_labels(task: Task) -> list[str]:
+    """The method labels of a task with hyperoptimizer cells: ``hyperoptimizer:optimizer``."""
+    return [f"{h.label}:{o.label}" for h in task.hyperoptimizers for o in task.optimizers]
+
+
+def check_hyper_comparison(task: Task, registry: Registry) -> None:
+    """``[tuning].score`` and ``[target]`` of a task whose cells are hyperoptimizer cells.
+
+    A tuning trial there is a whole hyperoptimizer cell, scored on a value its ``end`` row
+    reports (:func:`optkit.runner.hyper_cell.reported_metrics`: ``best_score`` and what the
+    hyperoptimizer declares), and ``[target]`` compares those final values.
+
+    Raises:
+        ConfigError: a score or target metric that some hyperoptimizer of the task does not
+            report (naming the hyperoptimizer and what it reports), or a ``target.reference``
+            that is not one of the task's ``hyperoptimizer:optimizer`` labels.
+    """
+    from optkit.runner.hyper_cell import reported_metrics
+
+    source = task.source
+    wanted: list[tuple[str, str]] = []
+    if task.tuning is not None:
+        wanted.append(("tuning.score", task.tuning.score))
+    if task.target is not None:
+        wanted.append(("target.metric", task.target.metric))
+    for spec in task.hyperoptimizers:
+        reports = reported_metrics(registry.create("hyperoptimizer", spec.spec(), spec.where))
+        for key, metric in wanted:
+            if metric not in reports:
+                raise ConfigError(
+                    f"{source}: '{key}' = {metric!r} is not a value that the cells of"
+                    f" hyperoptimizer '{spec.label}' ({spec.name}) report: in a task with"
+                    " hyperoptimizer cells, a tuning trial is a whole hyperoptimizer cell and is"
+                    f" scored on its end row. Valid: {', '.join(sorted(reports))} (best_score:"
+                    " the hyperoptimizer's own score; the others are what it declares with"
+                    " reported_metrics())"
+                )
+    reference = task.target.reference if task.target is not None else None
+    labels = hyper_labels(task)
+    if reference is not None and reference not in labels:
+        raise ConfigError(
+            f"{source}: 'target.reference' {reference!r} is not a method label of this task:"
+            " a task with hyperoptimizers labels its methods '<hyperoptimizer label>:"
+            f"<optimizer label>'; valid: {', '.join(labels)}"
+        )
+
+
 __all__ = [
     "TargetSpec",
     "TuningSpec",
     "check_comparison",
+    "check_hyper_comparison",
+    "hyper_labels",
     "parse_target",
     "parse_tuning",
     "plain_config",

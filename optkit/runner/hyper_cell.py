@@ -1,4 +1,11 @@
-"""A hyperoptimizer cell: the hyperoptimizer chooses, the runner runs and records each trial."""
+"""A hyperoptimizer cell: the hyperoptimizer chooses, the runner runs and records each trial.
+
+The ``end`` row of a hyperoptimizer cell carries ``best_config``, ``best_score``, the trial
+count and the plain extras of the hyperoptimizer's result, and ``directions``: the metrics it
+reports (:func:`reported_metrics`) with their direction. In a task with ``[target]`` the cell
+also writes one ``eval`` row with those metrics' final values, so that a comparison report
+reads them as it reads a plain cell's last evaluation.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from optkit.tasks import Cell
 
 if TYPE_CHECKING:
     from optkit.runner.cell import CellRunner
+    from optkit.tasks import Budget
 
 
 def _json_plain(value: Any) -> bool:
@@ -27,6 +35,22 @@ def _json_plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _json_plain(v) for k, v in value.items())
     return False
+
+
+def reported_metrics(hyper: Any) -> dict[str, str]:
+    """The metrics the ``end`` row of ``hyper``'s cell carries, ``{name: "min" | "max"}``.
+
+    Every hyperoptimizer cell reports ``best_score`` (the hyperoptimizer's own score, lower
+    is better). A hyperoptimizer declares the other numbers of its result's ``extras`` with an
+    optional method ``reported_metrics() -> {name: "min" | "max"}`` (config-dependent, so a
+    method of the instance); ``[tuning].score`` and ``[target].metric`` of a task with
+    hyperoptimizer cells must be one of these names.
+    """
+    declared = getattr(hyper, "reported_metrics", None)
+    out = {"best_score": "min"}
+    if callable(declared):
+        out.update({str(k): str(v) for k, v in dict(declared()).items()})
+    return out
 
 
 def hyper_context(
@@ -58,12 +82,22 @@ def hyper_context(
 
 
 def run_hyper_cell(
-    runner: CellRunner, cell: Cell, previous_rows: list[dict[str, Any]]
+    runner: CellRunner,
+    cell: Cell,
+    previous_rows: list[dict[str, Any]],
+    budget: Budget | None = None,
 ) -> dict[str, Any]:
     """Run one hyperoptimizer cell: the hyperoptimizer drives trials through ``run_trial``
     (each trial's rows recorded by ``runner``, the cell's :class:`CellRunner`); returns the
-    ``end`` row's fields (best config and score, trial count, plain extras)."""
+    ``end`` row's fields (best config and score, trial count, plain extras, ``directions``).
+
+    Args:
+        budget: what the hyperoptimizer and its trials are given (default: the task's
+            ``budget``; a ``[tuning]`` trial passes ``tuning.budget``).
+    """
     assert cell.hyperoptimizer is not None
+    budget = budget if budget is not None else runner.task.budget
+    started = time.perf_counter()
     spec = cell.hyperoptimizer
     cell_context = runner.context.replace(seed=cell.seed)
     hyper: HyperOptimizer = cell_context.create("hyperoptimizer", spec.spec(), spec.where)
@@ -88,7 +122,7 @@ def run_hyper_cell(
                     inner_optimizer,
                     executor,
                     cell.seed,
-                    runner.task.budget,
+                    budget,
                     runner.task.score,
                 )
             finally:
@@ -136,11 +170,32 @@ def run_hyper_cell(
         for r in previous_rows
         if r.get("event") == "trial"
     ]
-    context = hyper_context(runner, cell, runner.task.budget, run_trial, completed)
+    context = hyper_context(runner, cell, budget, run_trial, completed)
     result = hyper.optimize(context)
-    return {
+    directions = reported_metrics(hyper)
+    end = {
+        **{k: v for k, v in result.extras.items() if _json_plain(v)},
         "best_config": result.best_config,
         "best_score": result.best_score,
         "trials": len(result.trials),
-        **{k: v for k, v in result.extras.items() if _json_plain(v)},
+        "directions": directions,
+        "optimizer_spec": cell.optimizer.spec(),  # as run: a tuned cell's chosen config
     }
+    if runner.task.target is not None:  # the final values, where a report looks for them
+        finals = {k: end[k] for k in directions if _number(end.get(k))}
+        runner.emit(
+            cell,
+            {
+                "event": "eval",
+                "iteration": budget.iterations,
+                "sequential_steps": budget.iterations,
+                "grad_evals": None,
+                "wall_s": time.perf_counter() - started,
+                **finals,
+            },
+        )
+    return end
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

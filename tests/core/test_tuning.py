@@ -242,9 +242,9 @@ def test_searches_and_tuned_cells_travel_as_remote_payloads(tmp_path: Path) -> N
         ({"tuning__hyperoptimizer": {"name": "random_search", "trails": 2}}, "trails"),
         ({"tuning__hyperoptimizer": {"name": "nope"}}, "tuning.hyperoptimizer: unknown"),
         ({"tuning__space": {"lr": {"low": 0.3, "high": 0.001}}}, "[tuning] (hyperoptimizer"),
-        (
+        (  # [tuning] with hyperoptimizer cells scores what their end rows report
             {"hyperoptimizer": {"name": "random_search", "space": {"optimizer.lr": LR}}},
-            "not both",
+            "Valid: best_score",
         ),
     ],
 )
