@@ -55,6 +55,7 @@ class FinetuneResult:
     seconds: float
     peak_memory_mb: float
     num_layers: int = 0
+    test_size: int = 0
     params: Params = field(repr=False, default_factory=dict)
     curve: list[Checkpoint] = field(default_factory=list)
 
@@ -72,7 +73,7 @@ class FinetuneResult:
         out = self._final_metrics(prefix)
         if self.curve:
             best = self.early_stopped()
-            out[f"{prefix}early_stop_step"] = best.step
+            out[f"{prefix}best_val_step"] = best.step
             out[f"{prefix}overfit_nats"] = self.test_loss - min(c.test_loss for c in self.curve)
             out[f"{prefix}eval_steps"] = [c.step for c in self.curve]
             out[f"{prefix}test_loss_curve"] = [c.test_loss for c in self.curve]
@@ -90,7 +91,7 @@ class FinetuneResult:
                 f"{prefix}test_loss": best.test_loss,
                 f"{prefix}val_accuracy": best.val_accuracy,
                 f"{prefix}val_loss": best.val_loss,
-                f"{prefix}early_stop_step": best.step,
+                f"{prefix}best_val_step": best.step,
             }
         )
         return out
@@ -106,6 +107,7 @@ class FinetuneResult:
             f"{prefix}finetune_s": self.seconds,
             f"{prefix}peak_memory_mb": self.peak_memory_mb,
             f"{prefix}num_layers": self.num_layers,
+            f"{prefix}test_size": self.test_size,
         }
 
 
@@ -191,6 +193,7 @@ def run_finetune(
         seconds,
         peak,
         objective.num_layers,
+        int(objective.data["test"]["label"].shape[0]),
         params,
         curve,
     )

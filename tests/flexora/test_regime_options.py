@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optkit_flexora.study_rows import ROW_KEYS, paired_differences, study_rows
 
 import optkit
 from optkit.errors import ConfigError
@@ -35,15 +36,19 @@ def _baselines(**hyper: Any) -> dict[str, Any]:
     return raw
 
 
-def test_lora_early_stop_shares_the_lora_run_and_stops_at_the_best_validation(
-    tmp_path: Path,
-) -> None:
-    raw = _baselines(methods=["lora", "lora_early_stop"], eval_every=2, finetune_steps=4)
+def test_lora_early_stop_shares_the_lora_run_and_random_draws_differ(tmp_path: Path) -> None:
+    raw = _baselines(
+        methods=["lora", "lora_early_stop", "random"],
+        eval_every=2,
+        finetune_steps=3,
+        random_count=3,
+        random_draws=2,
+    )
     end, rows = _end_row(raw, tmp_path)
     evals = [r for r in rows if r.get("stage") == "lora-eval"]
-    assert [r["step"] for r in evals] == [2, 4]  # one run, evaluated at 2 and at the end
+    assert [r["step"] for r in evals] == [2, 3]  # one run, evaluated at 2 and at the end
     best = min(evals, key=lambda r: (r["val_loss"], r["step"]))
-    assert end["lora_early_stop_early_stop_step"] == best["step"]
+    assert end["lora_early_stop_best_val_step"] == best["step"]
     assert end["lora_early_stop_test_loss"] == pytest.approx(best["test_loss"])
     assert end["lora_early_stop_val_loss"] <= end["lora_val_loss"]
     assert end["lora_test_loss"] == pytest.approx(evals[-1]["test_loss"])
@@ -51,15 +56,20 @@ def test_lora_early_stop_shares_the_lora_run_and_stops_at_the_best_validation(
     assert end["lora_overfit_nats"] == pytest.approx(end["lora_test_loss"] - lowest)
     assert end["lora_overfit_nats"] >= 0.0
     assert end["lora_test_loss_curve"] == [r["test_loss"] for r in evals]
-
-
-def test_random_draws_are_different_layer_sets_of_the_same_count(tmp_path: Path) -> None:
-    raw = _baselines(methods=["random"], random_count=3, random_draws=2, finetune_steps=2)
-    end, _rows = _end_row(raw, tmp_path)
     first, second = end["random_layers"], end["random_d1_layers"]
     assert first != second
     assert len(first.split(",")) == len(second.split(",")) == 3
     assert end["random_d1_layers_trained"] == 3
+    rows = study_rows([tmp_path], "regime")
+    assert [(r["method"], r["draw"]) for r in rows] == [
+        ("lora", 0),
+        ("lora_early_stop", 0),
+        ("random", 0),
+        ("random", 1),
+    ]
+    assert all(set(ROW_KEYS) <= set(r) for r in rows)
+    assert rows[1]["test_log_loss"] == end["lora_early_stop_test_loss"]
+    assert rows[0]["test_size"] == 8 and rows[0]["layers_trained"] == rows[0]["num_layers"] == 30
 
 
 @pytest.mark.parametrize(
@@ -99,3 +109,25 @@ def test_flexora_random_control_draws_and_curves(tmp_path: Path) -> None:
     for prefix in ("", "random_", "random_d1_"):
         assert len(end[f"{prefix}test_loss_curve"]) == 2  # evaluated after steps 1 and 2
         assert end[f"{prefix}overfit_nats"] >= 0.0
+    rows = study_rows([tmp_path], "regime")
+    assert [(r["method"], r["draw"]) for r in rows] == [
+        ("flexora", 0),
+        ("random", 0),
+        ("random", 1),
+    ]
+    assert rows[0]["search_s"] > 0 and {r["layers_trained"] for r in rows} == {4}
+
+
+def test_paired_differences_average_draws_within_a_seed_and_pair_by_seed() -> None:
+    def row(method: str, seed: int, loss: float, draw: int = 0) -> dict[str, Any]:
+        return {"task": "t", "method": method, "seed": seed, "draw": draw, "test_log_loss": loss}
+
+    rows = [row("flexora", s, 0.5 + 0.01 * s) for s in range(4)]
+    rows += [row("random", s, 0.6 + 0.01 * s, d) for s in range(4) for d in (0, 1)]
+    rows += [row("random", 3, 0.9, 2), row("random", 9, 0.1)]  # an odd draw; an unpaired seed
+    interval, pairs = paired_differences(rows, "flexora", "random")["t"]
+    assert pairs == 4
+    expected = (0.1 * 3 + (0.63 + 0.63 + 0.9) / 3 - 0.53) / 4  # seed 3's random: mean of 3 draws
+    assert interval.mean == pytest.approx(expected)
+    assert interval.ci_low is not None and interval.ci_high is not None
+    assert interval.ci_low <= interval.mean <= interval.ci_high
