@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from optkit_optex.config import EstimatorConfig
 from optkit_optex.estimator import KernelGradientEstimator
 
 import optkit
@@ -193,7 +194,7 @@ def estimator_bench(d: int, device: torch.device, bandwidth: float, reps: int) -
     """One query (eager, and replayed as a CUDA graph) against reading the history once;
     an iteration's begin and append; the history's memory."""
     options = {"device": device, "dtype": torch.float32, "device_solve": device.type == "cuda"}
-    est = KernelGradientEstimator(d, T0, **options)  # type: ignore[arg-type]
+    est = KernelGradientEstimator(d, EstimatorConfig(history=T0), **options)  # type: ignore[arg-type]
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(d, device=device, generator=g)
     for it in range(T0 // N + 2):

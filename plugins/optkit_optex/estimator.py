@@ -41,16 +41,15 @@ Cost engineering (``d`` large, ``T0`` small):
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from optkit.errors import ConfigError, DivergenceError
+from optkit.errors import DivergenceError
+from optkit_optex.config import EstimatorConfig
 from optkit_optex.fit_schedule import FitContext, HyperFitter
 from optkit_optex.gram import row_gram
 from optkit_optex.graphs import KeyedGraphs
@@ -58,46 +57,13 @@ from optkit_optex.hyper import Hyper
 from optkit_optex.kernels import evaluate_sq, kernel_spec
 from optkit_optex.solve import JITTERS, device_inverse, host_inverse
 
-__all__ = [
-    "DEFAULTS",
-    "FIT_MODES",
-    "JITTERS",
-    "FitMode",
-    "KernelGradientEstimator",
-    "NoiseEstimate",
-    "estimator_options",
-    "validate_estimator_config",
-]
+__all__ = ["JITTERS", "KernelGradientEstimator", "round_spread"]
 
 log = logging.getLogger(__name__)
 
-FitMode = Literal["heuristic", "mll", "fixed", "forward", "reference"]
-FIT_MODES: tuple[str, ...] = ("heuristic", "mll", "fixed", "forward", "reference")
-"""Valid values of the ``fit`` option (see :class:`KernelGradientEstimator`)."""
-NoiseEstimate = Literal["fit", "spread"]
 NOISE_ROUNDS = 10
 """``noise_estimate = "spread"``: the noise variance is the mean of the last this many
 rounds' measurements."""
-
-
-@dataclass(frozen=True)
-class EstimatorDefaults:
-    """Default values of the estimator options, in one place for every signature that takes
-    them (:class:`KernelGradientEstimator`, the ``optex`` optimizer and ``optkit.OptEx``)."""
-
-    history: int = 50
-    kernel: str = "matern52"
-    fit: FitMode = "heuristic"
-    fit_coords: int = 128
-    refit_every: int = 1
-    fit_lag: int = 2
-    mll_steps: int = 30
-    seed: int = 0
-    effective_dim: int | None = None
-    noise_estimate: NoiseEstimate = "fit"
-
-
-DEFAULTS = EstimatorDefaults()
 
 SNAP_TAIL = 6
 """Scalars at the end of the host snapshot: point scale, round noise, drift, spread, rung,
@@ -114,17 +80,6 @@ def round_spread(gc: torch.Tensor) -> torch.Tensor:
     return 0.5 * (gc[1:] - gc[:-1]).square().mean()
 
 
-def check_effective_dim(
-    effective_dim: int | None, dim: int, where: str = "optimizer 'optex'"
-) -> None:
-    """:class:`ConfigError` when ``effective_dim`` exceeds the number of parameters."""
-    if effective_dim is not None and effective_dim > dim:
-        raise ConfigError(
-            f"{where}: effective_dim = {effective_dim} is larger than the number of parameters"
-            f" ({dim}); use an integer from 1 to {dim}, or leave it out for all coordinates"
-        )
-
-
 class KernelGradientEstimator:
     """Posterior-mean gradient estimates from the last ``history`` (point, gradient) pairs.
 
@@ -133,34 +88,16 @@ class KernelGradientEstimator:
 
     Args:
         dim: d, the number of parameters (points are flat ``(d,)`` tensors).
-        history: T0 >= 2, the number of pairs kept.
-        kernel: a name from :data:`optkit_optex.kernels.KERNELS`.
-        fit: ``"heuristic"`` (median distance + leave-one-out noise), ``"forward"`` (the
-            same candidates chosen by forward validation: predict the newest round's
-            gradients from the older pairs), ``"mll"`` (GPyTorch marginal likelihood,
-            started from the heuristic), ``"fixed"`` or ``"reference"`` (the released
-            settings: lengthscale 0.1 on inputs divided by the mean norm of the stored
-            points, relative noise 1e-3, nothing fitted).
-        lengthscale: hold the lengthscale at this value (required for ``fit="fixed"``).
-        noise: hold the relative noise ``s^2 / outputscale`` at this value (``"fixed"``
-            defaults it to 1e-3, the released reference's value).
-        fit_coords: m, the number of gradient coordinates the fit looks at.
-        refit_every: refit the hyperparameters every this many iterations (``W`` is rebuilt
-            every iteration regardless).
-        fit_lag: iterations between a fit's data and its use. 0: :meth:`begin` fits on the
-            current history and waits for it (the fit is on the critical path). L >= 1: the
-            fit on the history at iteration t's :meth:`begin` runs in a background worker
-            thread while iteration t goes on, and iteration t + L uses its hyperparameters
-            (until then the previous ones; the first fit is waited for). ``W`` is always the
-            solve on the *current* history with the hyperparameters in use. Deterministic:
-            the worker computes a pure function of a copy of the history, and
-            :meth:`begin` waits for exactly the fit it needs; an exception in the worker is
-            raised there. Default 2: on the H200's host the fit takes 2-3 ms, about one
-            iteration, so with L = 1 ``begin`` often waited for it (five H200 runs: 0.08-0.32x
-            vanilla lower per iteration at L = 2 on Rosenbrock d = 1e5, mixed within +-0.24x
-            elsewhere; ``docs/optex.md``); the iteration counts on the CPU benchmarks did not
-            change (``docs/benchmarks/optex-synthetic.md``).
-        mll_steps: Adam steps of the marginal-likelihood fit.
+        config: the estimator's options, validated (:class:`~optkit_optex.config.EstimatorConfig`:
+            history T0, kernel, fitting rule, coordinate subsamples, noise measurement);
+            ``effective_dim`` must be <= ``dim``. With ``effective_dim`` the point buffer is
+            ``(T0, effective_dim)`` and a query reads ``T0 (effective_dim + d)`` floats. With
+            ``noise_estimate = "spread"`` the noise variance is measured from each round's
+            gradients (the spread of the gradients sampled at one point when the caller
+            passes it to :meth:`append`, else half the mean squared difference of
+            consecutive gradients of the round) and the relative noise is held at
+            :func:`~optkit_optex.hyper.relative_noise` of its mean over the last
+            :data:`NOISE_ROUNDS` rounds.
         device_solve: compute ``W`` on the device (:meth:`solve_device`, no host
             synchronisation) instead of on the host (off by default here; the ``optex``
             optimizer turns it on for CUDA, where it measured 1.4-2.4x faster per iteration
@@ -171,75 +108,38 @@ class KernelGradientEstimator:
             CUDA graph (one per (N, queried rows); the first append of a shape runs eagerly,
             the second captures).
         device / dtype: where the buffers live (the parameters' device and dtype).
-        seed: seed of the coordinate subsamples (the fit's and ``effective_dim``'s).
-        effective_dim: measure distances on this many randomly chosen coordinates (seeded
-            generator) instead of all ``d`` (as the released code offers): the point
-            buffer is then ``(T0, effective_dim)`` and a query reads ``T0 (effective_dim +
-            d)`` floats. ``None``: all coordinates. Must be <= ``dim``.
-        noise_estimate: ``"fit"`` (the fitting rule chooses the relative noise) or
-            ``"spread"``: the noise variance is measured from each round's gradients (the
-            spread of the gradients sampled at one point when the caller passes it to
-            :meth:`append`, else half the mean squared difference of consecutive
-            gradients of the round) and the relative noise is held at
-            :func:`~optkit_optex.hyper.relative_noise` of its mean over the last
-            :data:`NOISE_ROUNDS` rounds; the fit chooses only the lengthscale.
     """
 
     def __init__(
         self,
         dim: int,
-        history: int,
+        config: EstimatorConfig | None = None,
         *,
-        kernel: str = DEFAULTS.kernel,
-        fit: FitMode = DEFAULTS.fit,
-        lengthscale: float | None = None,
-        noise: float | None = None,
-        fit_coords: int = DEFAULTS.fit_coords,
-        refit_every: int = DEFAULTS.refit_every,
-        fit_lag: int = DEFAULTS.fit_lag,
-        mll_steps: int = DEFAULTS.mll_steps,
         device_solve: bool = False,
         cuda_graph: bool = True,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
-        seed: int = DEFAULTS.seed,
-        effective_dim: int | None = DEFAULTS.effective_dim,
-        noise_estimate: NoiseEstimate = DEFAULTS.noise_estimate,
     ) -> None:
-        validate_estimator_config(
-            history=history,
-            kernel=kernel,
-            fit=fit,
-            lengthscale=lengthscale,
-            noise=noise,
-            fit_coords=fit_coords,
-            refit_every=refit_every,
-            fit_lag=fit_lag,
-            mll_steps=mll_steps,
-            effective_dim=effective_dim,
-            noise_estimate=noise_estimate,
+        config = EstimatorConfig() if config is None else config
+        config.check_dim(dim)
+        self.config = config
+        self.noise_estimate = config.noise_estimate
+        self.dim, self.history, self.kernel, self.fit = (
+            dim,
+            config.history,
+            config.kernel,
+            config.fit,
         )
-        check_effective_dim(effective_dim, dim)
-        self.noise_estimate = noise_estimate
-        self.dim, self.history, self.kernel, self.fit = dim, history, kernel, fit
         self.device, self.dtype = torch.device(device), dtype
-        self.fitter = HyperFitter(
-            kernel=kernel,
-            fit=fit,
-            lengthscale=lengthscale,
-            noise=noise,
-            mll_steps=mll_steps,
-            refit_every=refit_every,
-            fit_lag=fit_lag,
-            background=self.device.type == "cuda",  # lagged fits in the worker thread
-        )
-        t0 = history
+        # lagged fits in the worker thread on CUDA
+        self.fitter = HyperFitter(config, background=self.device.type == "cuda")
+        t0, seed, effective_dim = config.history, config.seed, config.effective_dim
 
         def buf(*shape: int) -> torch.Tensor:
             return torch.zeros(*shape, device=self.device, dtype=dtype)
 
         gen = torch.Generator().manual_seed(seed)
-        m = min(fit_coords, dim)
+        m = min(config.fit_coords, dim)
         self.coords = torch.randperm(dim, generator=gen)[:m].sort().values.to(self.device)
         # effective_dim: distances on a seeded coordinate subset (None: all coordinates).
         self.dist_coords: torch.Tensor | None = None
@@ -756,99 +656,3 @@ class KernelGradientEstimator:
         self._wl.copy_(host, non_blocking=self._wl_event is not None)
         if self._wl_event is not None:
             self._wl_event.record()
-
-
-def validate_estimator_config(
-    *,
-    history: int,
-    kernel: str,
-    fit: str,
-    lengthscale: float | None,
-    noise: float | None,
-    fit_coords: int,
-    refit_every: int,
-    mll_steps: int,
-    fit_lag: int,
-    effective_dim: int | None = None,
-    noise_estimate: str = "fit",
-) -> None:
-    """Raise :class:`ConfigError` naming the key for any invalid estimator option."""
-    where = "optimizer 'optex'"
-    if history < 2:
-        raise ConfigError(f"{where}: history (T0) must be >= 2, got {history}")
-    kernel_spec(kernel)
-    if fit not in FIT_MODES:
-        valid = ", ".join(repr(m) for m in FIT_MODES)
-        raise ConfigError(f"{where}: fit must be one of {valid}, got {fit!r}")
-    if effective_dim is not None and (
-        isinstance(effective_dim, bool) or not isinstance(effective_dim, int) or effective_dim < 1
-    ):
-        raise ConfigError(
-            f"{where}: effective_dim must be an integer >= 1 (at most the number of"
-            f" parameters) or left out, got {effective_dim!r}"
-        )
-    if noise_estimate not in ("fit", "spread"):
-        raise ConfigError(
-            f"{where}: noise_estimate must be 'fit' or 'spread', got {noise_estimate!r}"
-        )
-    if noise_estimate == "spread" and (noise is not None or fit in ("fixed", "reference")):
-        raise ConfigError(
-            f"{where}: noise_estimate = 'spread' sets the noise itself; it cannot be combined"
-            f" with a fixed noise or fit = {fit!r} (use fit = 'heuristic', 'forward' or 'mll'"
-            " without noise)"
-        )
-    if fit == "reference" and (lengthscale is not None or noise is not None):
-        raise ConfigError(
-            f"{where}: fit = 'reference' uses the released lengthscale and noise; leave"
-            " lengthscale and noise out (or use fit = 'fixed')"
-        )
-    if fit == "mll" and importlib.util.find_spec("gpytorch") is None:
-        raise ConfigError(f"{where}: fit = 'mll' needs gpytorch: pip install 'optkit[optex]'")
-    if fit == "fixed" and lengthscale is None:
-        raise ConfigError(f"{where}: fit = 'fixed' needs a lengthscale")
-    if lengthscale is not None and not lengthscale > 0:
-        raise ConfigError(f"{where}: lengthscale must be > 0, got {lengthscale}")
-    if noise is not None and not noise >= 0:
-        raise ConfigError(f"{where}: noise must be >= 0, got {noise}")
-    if fit_coords < 1:
-        raise ConfigError(f"{where}: fit_coords must be >= 1, got {fit_coords}")
-    if refit_every < 1:
-        raise ConfigError(f"{where}: refit_every must be >= 1, got {refit_every}")
-    if isinstance(fit_lag, bool) or not isinstance(fit_lag, int) or fit_lag < 0:
-        raise ConfigError(f"{where}: fit_lag must be an integer >= 0, got {fit_lag!r}")
-    if mll_steps < 1:
-        raise ConfigError(f"{where}: mll_steps must be >= 1, got {mll_steps}")
-
-
-def estimator_options(
-    *,
-    history: int,
-    kernel: str,
-    fit: str,
-    lengthscale: float | None,
-    noise: float | None,
-    fit_coords: int,
-    refit_every: int,
-    fit_lag: int,
-    mll_steps: int,
-    seed: int,
-    effective_dim: int | None = DEFAULTS.effective_dim,
-    noise_estimate: str = DEFAULTS.noise_estimate,
-) -> dict[str, Any]:
-    """The estimator's keyword options (all but ``history``), validated
-    (:func:`validate_estimator_config`) before anything runs; what the ``optex`` optimizer and
-    ``optkit.OptEx`` keep and pass to :class:`KernelGradientEstimator` later."""
-    options: dict[str, Any] = dict(
-        kernel=kernel,
-        fit=fit,
-        lengthscale=lengthscale,
-        noise=noise,
-        fit_coords=fit_coords,
-        refit_every=refit_every,
-        fit_lag=fit_lag,
-        mll_steps=mll_steps,
-        effective_dim=effective_dim,
-        noise_estimate=noise_estimate,
-    )
-    validate_estimator_config(history=history, **options)
-    return {**options, "seed": seed}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from optkit_optex.config import EstimatorConfig
 from optkit_optex.hyper import (
     Hyper,
     fit_forward,
@@ -76,32 +77,22 @@ class HyperFitter:
     """The fit schedule of one estimator.
 
     Args:
-        kernel, fit, lengthscale, noise, mll_steps: the fitting rule and its fixed values
-            (see :class:`~optkit_optex.estimator.KernelGradientEstimator`).
-        refit_every: refit every this many iterations.
-        fit_lag: iterations between a fit's data and its use (0: synchronous).
+        config: the estimator's options; the fit schedule reads its fitting rule and fixed
+            values (``kernel``, ``fit``, ``lengthscale``, ``noise``, ``mll_steps``), how often
+            it refits (``refit_every``) and its lag (``fit_lag``, 0: synchronous).
         background: run lagged fits in the worker thread (on CUDA, where the host is
             otherwise idle while the device works); otherwise they are computed in place,
             with the same results (on a CPU a second thread would compete with the main one).
     """
 
-    def __init__(
-        self,
-        *,
-        kernel: str,
-        fit: str,
-        lengthscale: float | None,
-        noise: float | None,
-        mll_steps: int,
-        refit_every: int,
-        fit_lag: int,
-        background: bool,
-    ) -> None:
-        self.kernel, self.fit_mode = kernel, fit
-        self.fixed_lengthscale = lengthscale
+    def __init__(self, config: EstimatorConfig, *, background: bool) -> None:
+        fit, noise = config.fit, config.noise
+        self.kernel, self.fit_mode = config.kernel, fit
+        self.fixed_lengthscale = config.lengthscale
         self.fixed_noise = 1e-3 if (fit == "fixed" and noise is None) else noise
         self.fits = 0  # fits computed (the reference rule counts none: nothing is fitted)
-        self.mll_steps, self.refit_every, self.fit_lag = mll_steps, refit_every, fit_lag
+        self.mll_steps, self.refit_every = config.mll_steps, config.refit_every
+        self.fit_lag = config.fit_lag
         self.background = background
         self.hyper: Hyper | None = None
         self._pending: deque[tuple[int, Future[FitResult]]] = deque()

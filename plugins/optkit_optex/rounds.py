@@ -15,39 +15,7 @@ from typing import TypeVar
 
 import torch
 
-from optkit.errors import ConfigError
-
 T = TypeVar("T")
-
-
-def check_batches_per_point(batches_per_point: object, where: str = "optimizer 'optex'") -> None:
-    """:class:`ConfigError` unless ``batches_per_point`` is an integer >= 1."""
-    if (
-        isinstance(batches_per_point, bool)
-        or not isinstance(batches_per_point, int)
-        or batches_per_point < 1
-    ):
-        raise ConfigError(
-            f"{where}: batches_per_point must be an integer >= 1 (the minibatch gradients"
-            f" averaged at each point; workers = parallelism x batches_per_point), got"
-            f" {batches_per_point!r}"
-        )
-
-
-def check_stop_variance(stop_variance: object, where: str = "optimizer 'optex'") -> None:
-    """:class:`ConfigError` unless ``stop_variance`` is ``None`` or a number in (0, 1]."""
-    if stop_variance is None:
-        return
-    if (
-        isinstance(stop_variance, bool)
-        or not isinstance(stop_variance, int | float)
-        or not 0.0 < float(stop_variance) <= 1.0
-    ):
-        raise ConfigError(
-            f"{where}: stop_variance must be a number in (0, 1] (the relative posterior"
-            f" variance above which the proxy trajectory stops) or left out, got"
-            f" {stop_variance!r}"
-        )
 
 
 def group_counts(points: int, parallelism: int, batches_per_point: int) -> list[int]:

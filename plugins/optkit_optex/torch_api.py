@@ -21,6 +21,11 @@ into the history, and the true base step from the last point (or the lowest-loss
 closure must recompute the loss at the *current* parameter values and call ``backward``; let
 it draw a fresh minibatch on each call if the N gradients should see different data.
 
+The iteration is :class:`~optkit_optex.engine.Engine`'s, as for the registered ``optex``
+optimizer; the base rule is the ``torch.optim`` instance itself, stepping this optimizer's
+parameters (:class:`ParamGroupsRule`), so that its ``state_dict`` and any LR scheduler on
+the shared ``param_groups`` are the base optimizer's own.
+
 A loop that can hand over its model and a loss function gets the parallel round instead:
 ``step_batched(model, loss_fn, batches)`` evaluates the N gradients in one ``torch.func.vmap``
 over ``torch.func.functional_call`` (``docs/examples/optex-batched/``)::
@@ -36,31 +41,24 @@ over ``torch.func.functional_call`` (``docs/examples/optex-batched/``)::
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from optkit_baselines.parallel import check_parallelism
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from optkit.errors import ConfigError
 from optkit.executors import stack_batches
-from optkit_optex.estimator import (
-    DEFAULTS,
-    FitMode,
-    KernelGradientEstimator,
-    NoiseEstimate,
-    check_effective_dim,
-    estimator_options,
-)
-from optkit_optex.rounds import (
-    check_batches_per_point,
-    check_stop_variance,
-    expand,
-    group_counts,
-    group_mean,
-    within_noise,
-)
+from optkit_optex.config import OPTION_KEYS, OptExConfig
+from optkit_optex.engine import Engine, EngineState, Round
+from optkit_optex.estimator import KernelGradientEstimator
+
+WHERE = "optkit.OptEx"
+DEFAULT_PARALLELISM = 4
+
+Snapshot = dict[torch.Tensor, dict[str, Any]]
+"""A ``torch.optim`` instance's per-parameter state, copied."""
 
 
 class OptEx(torch.optim.Optimizer):
@@ -68,12 +66,14 @@ class OptEx(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups, as for any ``torch.optim`` optimizer.
-        base: a ``torch.optim.Optimizer`` subclass; ``**base_kwargs`` (``lr``, ``betas``, ...)
-            go to it. It shares this optimizer's ``param_groups`` (LR schedulers work).
-        parallelism, history, next_iterate, proxy_updates_state, kernel, fit, lengthscale,
-        noise, fit_coords, refit_every, fit_lag, mll_steps, seed, batches_per_point,
-        stop_variance, effective_dim, noise_estimate: as for the registered ``optex``
-            optimizer (:class:`optkit_optex.optimizer.OptEx`).
+        base: a ``torch.optim.Optimizer`` subclass. It shares this optimizer's
+            ``param_groups`` (LR schedulers work).
+        config: the OptEx options whole (:class:`~optkit_optex.config.OptExConfig`), or
+            leave it out and give them as keywords.
+        **kwargs: OptEx options by name (``parallelism`` (default 4 here), ``history``,
+            ``next_iterate``, ``fit``, ``batches_per_point``, ... :data:`OPTION_KEYS`, as
+            for the registered ``optex`` optimizer); every other keyword (``lr``, ``betas``,
+            ...) goes to ``base``.
 
     ``state_dict`` holds the base optimizer's state; the estimator's history is not saved (it
     refills within ``history / parallelism`` steps).
@@ -83,84 +83,76 @@ class OptEx(torch.optim.Optimizer):
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         base: type[torch.optim.Optimizer] = torch.optim.Adam,
-        parallelism: int = 4,
-        history: int = DEFAULTS.history,
-        next_iterate: Literal["last", "best"] = "last",
-        proxy_updates_state: bool = True,
-        kernel: str = DEFAULTS.kernel,
-        fit: FitMode = DEFAULTS.fit,
-        lengthscale: float | None = None,
-        noise: float | None = None,
-        fit_coords: int = DEFAULTS.fit_coords,
-        refit_every: int = DEFAULTS.refit_every,
-        fit_lag: int = DEFAULTS.fit_lag,
-        mll_steps: int = DEFAULTS.mll_steps,
-        seed: int = DEFAULTS.seed,
-        batches_per_point: int = 1,
-        stop_variance: float | None = None,
-        effective_dim: int | None = DEFAULTS.effective_dim,
-        noise_estimate: NoiseEstimate = DEFAULTS.noise_estimate,
-        **base_kwargs: Any,
+        *,
+        config: OptExConfig | None = None,
+        **kwargs: Any,
     ) -> None:
         if not (isinstance(base, type) and issubclass(base, torch.optim.Optimizer)) or issubclass(
             base, OptEx
         ):
             raise ConfigError(
-                f"optkit.OptEx: base must be a torch.optim.Optimizer class such as"
+                f"{WHERE}: base must be a torch.optim.Optimizer class such as"
                 f" torch.optim.Adam, got {base!r}"
             )
-        check_parallelism(parallelism, "optex")
-        check_batches_per_point(batches_per_point, "optkit.OptEx")
-        check_stop_variance(stop_variance, "optkit.OptEx")
-        if next_iterate not in ("last", "best"):
+        options = {k: v for k, v in kwargs.items() if k in OPTION_KEYS}
+        base_kwargs = {k: v for k, v in kwargs.items() if k not in OPTION_KEYS}
+        if config is None:
+            config = OptExConfig.create(WHERE, **{"parallelism": DEFAULT_PARALLELISM, **options})
+        elif options:
             raise ConfigError(
-                f"optkit.OptEx: next_iterate must be 'last' or 'best', got {next_iterate!r}"
+                f"{WHERE}: give the OptEx options either as config= or as keywords, not both"
+                f" (got config and {', '.join(sorted(options))})"
             )
-        options = estimator_options(
-            history=history,
-            kernel=kernel,
-            fit=fit,
-            lengthscale=lengthscale,
-            noise=noise,
-            fit_coords=fit_coords,
-            refit_every=refit_every,
-            fit_lag=fit_lag,
-            mll_steps=mll_steps,
-            seed=seed,
-            effective_dim=effective_dim,
-            noise_estimate=noise_estimate,
-        )
         super().__init__(params, defaults={})
         dim = sum(p.numel() for group in self.param_groups for p in group["params"])
-        check_effective_dim(effective_dim, dim, "optkit.OptEx")
+        config.estimator.check_dim(dim, WHERE)
         try:
             self.base = base(self.param_groups, **base_kwargs)
         except TypeError as err:
-            raise ConfigError(f"optkit.OptEx: bad keyword for {base.__name__}: {err}") from err
-        self.parallelism, self.history = parallelism, history
-        self.next_iterate, self.proxy_updates_state = next_iterate, proxy_updates_state
-        self.estimator_options = options
-        self.batches_per_point, self.stop_variance = batches_per_point, stop_variance
+            close = [c for k in base_kwargs for c in difflib.get_close_matches(k, OPTION_KEYS, n=1)]
+            hint = f" (OptEx options: did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"{WHERE}: bad keyword for {base.__name__}: {err}{hint}") from err
+        self.config = config
+        self.engine = Engine(config, device_solve=False, cuda_graph=False, check_finite=True)
+        self._state: EngineState | None = None
         self._batched: tuple[tuple[int, int], Callable[..., Any]] | None = None
-        self.estimator: KernelGradientEstimator | None = None
-        self.iteration = 0
         self.last_losses: list[float] = []
+
+    @property
+    def parallelism(self) -> int:
+        return self.config.parallelism
+
+    @property
+    def batches_per_point(self) -> int:
+        return self.config.batches_per_point
+
+    @property
+    def estimator(self) -> KernelGradientEstimator | None:
+        """The kernel gradient estimator (``None`` before the first step)."""
+        return None if self._state is None else self._state.estimator
+
+    @property
+    def iteration(self) -> int:
+        return 0 if self._state is None else self._state.iteration
 
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
-    def _set_grads(self, params: list[torch.Tensor], vec: torch.Tensor) -> None:
-        start = 0
-        for p in params:
-            n = p.numel()
-            p.grad = vec[start : start + n].view_as(p).to(p.dtype).clone()
-            start += n
+    def _plan(self, params: list[torch.Tensor]) -> Round:
+        """Begin an iteration at the current parameters: the engine's round."""
+        x = parameters_to_vector(params).detach()
+        if self._state is None:
+            self._state = self.engine.init(
+                x, lambda x0, config: ParamGroupsRule(self.base, params, x0, config)
+            )
+        return self.engine.plan(x, self._state)
 
-    @staticmethod
-    def _grad_vector(params: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(
-            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-        )
+    def _finish(self, planned: Round, losses: torch.Tensor, grads: torch.Tensor) -> None:
+        """The round's ``(W,)`` losses and ``(W, d)`` gradients to the engine, whose true
+        step leaves the parameters at the next iterate."""
+        assert self._state is not None
+        _, _, info = self.engine.update(self._state, planned, grads, losses)
+        self.last_losses = info.losses
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -171,26 +163,24 @@ class OptEx(torch.optim.Optimizer):
         stops it; the remaining calls go to its last point)."""
         if closure is None:
             raise ConfigError(
-                "optkit.OptEx.step needs a closure that recomputes the loss at the current"
+                f"{WHERE}.step needs a closure that recomputes the loss at the current"
                 " parameters and calls backward (OptEx evaluates it at N points)"
             )
         params = self._params()
-        points, counts, saved, start_state = self._proxy(params)
+        planned = self._plan(params)
         losses: list[torch.Tensor] = []
         grads: list[torch.Tensor] = []
         first_loss: Any = None
-        for point in expand(points, counts):
-            vector_to_parameters(point, params)
+        for i in planned.index:
+            load(params, planned.points[i])
             with torch.enable_grad():
                 loss = closure()
             if first_loss is None:
                 first_loss = loss
             value = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(loss)
             losses.append(value.reshape(()).to(torch.float64))
-            grads.append(self._grad_vector(params).detach().clone())
-        self._finish(
-            params, points, counts, torch.stack(losses), torch.stack(grads), saved, start_state
-        )
+            grads.append(grad_vector(params))
+        self._finish(planned, torch.stack(losses), torch.stack(grads))
         return first_loss
 
     @torch.no_grad()
@@ -222,13 +212,13 @@ class OptEx(torch.optim.Optimizer):
         want = self.parallelism * self.batches_per_point
         if len(batches) != want:
             raise ConfigError(
-                f"optkit.OptEx.step_batched: needs parallelism x batches_per_point ="
+                f"{WHERE}.step_batched: needs parallelism x batches_per_point ="
                 f" {self.parallelism} x {self.batches_per_point} = {want} batches (one per"
                 f" gradient), got {len(batches)}"
             )
         names = self._names(model, params)
-        points, counts, saved, start_state = self._proxy(params)
-        stacked = torch.stack(expand(points, counts))  # (W, d)
+        planned = self._plan(params)
+        stacked = planned.expanded()  # (W, d)
         values: dict[str, torch.Tensor] = {}
         offset = 0
         for name, p in zip(names, params, strict=True):
@@ -239,7 +229,7 @@ class OptEx(torch.optim.Optimizer):
             grads, losses = fn(values, stack_batches(batches))
         flat = torch.cat([grads[name].reshape(want, -1) for name in names], 1).detach()
         losses = losses.detach()
-        self._finish(params, points, counts, losses.to(torch.float64), flat, saved, start_state)
+        self._finish(planned, losses.to(torch.float64), flat)
         return losses[0]
 
     def _names(self, model: torch.nn.Module, params: list[torch.Tensor]) -> list[str]:
@@ -250,7 +240,7 @@ class OptEx(torch.optim.Optimizer):
             name = by_id.get(id(p))
             if name is None:
                 raise ConfigError(
-                    f"optkit.OptEx.step_batched: optimized parameter #{i} (shape"
+                    f"{WHERE}.step_batched: optimized parameter #{i} (shape"
                     f" {tuple(p.shape)}) is not a parameter of the model passed; pass the"
                     " module whose parameters this optimizer was built on"
                 )
@@ -274,95 +264,107 @@ class OptEx(torch.optim.Optimizer):
         self._batched = (key, fn)
         return fn
 
-    def _proxy(
-        self, params: list[torch.Tensor]
-    ) -> tuple[list[torch.Tensor], list[int], list[dict[str, Any]], dict[str, Any] | None]:
-        """Begin an iteration and take the proxy steps: the points ``(d,)`` of the (maybe
-        shortened) trajectory, the evaluations per point, the base state saved at each
-        point (``"best"`` or ``stop_variance``) and the start state
-        (``proxy_updates_state = False``)."""
-        n = self.parallelism
-        theta0 = parameters_to_vector(params).detach().clone()
-        if self.estimator is None:
-            self.estimator = KernelGradientEstimator(
-                theta0.numel(),
-                self.history,
-                device=theta0.device,
-                dtype=theta0.dtype,
-                **self.estimator_options,
-            )
-        est = self.estimator
-        self.iteration += 1
-        est.begin(theta0)
-        points = [theta0]
-        start_state = None
-        saved: list[dict[str, Any]] = []
-        save = self.next_iterate == "best" or self.stop_variance is not None
-        if est.mode == "empty" or n == 1:
-            points = [theta0] * n
-        else:
-            if not self.proxy_updates_state:
-                start_state = copy.deepcopy(self.base.state_dict())
-            current = theta0
-            for _ in range(n - 1):
-                if save and self.proxy_updates_state:
-                    saved.append(copy.deepcopy(self.base.state_dict()))
-                mu = est.query(current)
-                if (
-                    self.stop_variance is not None
-                    and est.mode == "gp"
-                    and est.last_variance() > self.stop_variance
-                ):
-                    break  # the estimate at `current` is not trusted: the trajectory ends
-                self._set_grads(params, mu)
-                self.base.step()
-                current = parameters_to_vector(params).detach().clone()
-                points.append(current)
-        return points, group_counts(len(points), n, self.batches_per_point), saved, start_state
-
-    def _finish(
-        self,
-        params: list[torch.Tensor],
-        points: list[torch.Tensor],
-        counts: list[int],
-        losses: torch.Tensor,
-        grads: torch.Tensor,
-        saved: list[dict[str, Any]],
-        start_state: dict[str, Any] | None,
-    ) -> None:
-        """The round's ``(W,)`` losses and ``(W, d)`` gradients (grouped by point, as
-        :func:`~optkit_optex.rounds.expand` lists them) into the history, then the true
-        base step from the chosen point."""
-        est = self.estimator
-        assert est is not None
-        means = group_mean(grads, counts)
-        noise_var = None
-        if est.noise_estimate == "spread":
-            noise_var = within_noise(grads.index_select(1, est.coords), counts)
-        est.append(
-            torch.stack(points),
-            means,
-            iteration=self.iteration,
-            queried=est.queried_distances(),  # the first points are the queried ones
-            noise_var=noise_var,
-        )
-        per_point = group_mean(losses, counts).tolist()
-        last = len(points) - 1
-        j = last if self.next_iterate == "last" else min(range(last + 1), key=per_point.__getitem__)
-        if start_state is not None:
-            self.base.load_state_dict(start_state)
-        elif saved and j < last:
-            self.base.load_state_dict(saved[j])
-        vector_to_parameters(points[j], params)
-        self._set_grads(params, means[j])
-        self.base.step()
-        self.last_losses = per_point
-
     def state_dict(self) -> dict[str, Any]:
         return self.base.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.base.load_state_dict(state_dict)
+
+
+class ParamGroupsRule:
+    """The engine's base rule (:class:`~optkit_optex.rules.FlatRule`) as the drop-in's
+    ``torch.optim`` instance ``base`` stepping the parameters ``params`` themselves: a proxy
+    step loads the point into the parameters, sets their ``.grad`` and calls
+    ``base.step()``; saved states are copies of ``base.state``. Never captured in a CUDA
+    graph."""
+
+    graphable = False
+
+    def __init__(
+        self,
+        base: torch.optim.Optimizer,
+        params: list[torch.Tensor],
+        x0: torch.Tensor,
+        config: OptExConfig,
+    ) -> None:
+        self.base, self.params = base, params
+        self.n, self.carry = config.parallelism, config.proxy_updates_state
+        self.point = x0.detach().clone()
+        self.grad = torch.zeros_like(self.point)
+        self.saved: list[Snapshot] = [{} for _ in range(self.n - 1)] if config.saves_states else []
+        self.start_state: Snapshot | None = None
+
+    def prepare(self) -> None:
+        pass
+
+    def _snapshot(self) -> Snapshot:
+        return {
+            p: {
+                k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                for k, v in s.items()
+            }
+            for p, s in self.base.state.items()
+        }
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        """``base.state`` := ``snapshot`` (used once: its tensors become the live state)."""
+        for p in [p for p in self.base.state if p not in snapshot]:
+            del self.base.state[p]
+        for p, s in snapshot.items():
+            self.base.state[p] = dict(s)
+
+    def start(self, x0: torch.Tensor) -> None:
+        self.start_state = None if self.carry else self._snapshot()
+        load(self.params, x0)
+        self.point.copy_(x0)
+
+    def save(self, i: int) -> None:
+        self.saved[i] = self._snapshot()
+
+    def step(self) -> None:
+        set_grads(self.params, self.grad)
+        self.base.step()
+        self.point.copy_(parameters_to_vector(self.params))
+
+    def true_step(
+        self, j: int, x_j: torch.Tensor, grad: torch.Tensor, *, from_proxy: bool, graphed: bool
+    ) -> torch.Tensor:
+        if from_proxy:
+            if j != self.n - 1 and self.saved:
+                self._restore(self.saved[j])
+        elif self.start_state is not None:
+            self._restore(self.start_state)
+        self.start_state = None
+        load(self.params, x_j)
+        set_grads(self.params, grad)
+        self.base.step()
+        return parameters_to_vector(self.params).detach()
+
+
+def load(params: list[torch.Tensor], vec: torch.Tensor) -> None:
+    """Copy the flat ``vec`` ``(d,)`` into ``params`` (in place)."""
+    start = 0
+    for p in params:
+        n = p.numel()
+        p.copy_(vec[start : start + n].view_as(p))
+        start += n
+
+
+def set_grads(params: list[torch.Tensor], vec: torch.Tensor) -> None:
+    """``params``' ``.grad`` := fresh copies of the slices of ``vec`` ``(d,)``."""
+    start = 0
+    for p in params:
+        n = p.numel()
+        p.grad = vec[start : start + n].view_as(p).to(p.dtype).clone()
+        start += n
+
+
+def grad_vector(params: list[torch.Tensor]) -> torch.Tensor:
+    """``(d,)`` the parameters' gradients (zeros where ``.grad`` is ``None``), a fresh
+    tensor."""
+    return torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    )
 
 
 class _LossModule(torch.nn.Module):

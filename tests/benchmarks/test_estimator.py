@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from optkit_optex.config import EstimatorConfig
 from optkit_optex.estimator import KernelGradientEstimator
 
 from .conftest import Size
@@ -19,7 +20,7 @@ def filled(size: Size) -> tuple[KernelGradientEstimator, torch.Tensor]:
     """An estimator whose history is full of pairs (x, 2x) along a random walk of rounds of
     N points; returns it, begun at the walk's next point, and that point."""
     d, n = size.dim, size.parallelism
-    est = KernelGradientEstimator(d, size.history)
+    est = KernelGradientEstimator(d, EstimatorConfig(history=size.history))
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(d, generator=gen)
     for it in range(size.history // n + 2):

@@ -55,9 +55,9 @@ def test_the_captured_loop_gives_the_eager_iterates_and_is_replayed(
     graphed, state = trajectory({**spec, "cuda_graph": True}, CUDA)
     eager, _ = trajectory({**spec, "cuda_graph": False}, CUDA)
     _close(graphed, eager, 1e-3)
-    proxy = state.fused
+    proxy = state.engine
     assert proxy.graph is not None and not proxy.graph_failed and proxy.replays >= 3
-    assert proxy._true_graphs and not proxy.true_graph_failed
+    assert proxy.rule._true_graphs and not proxy.rule.true_graph_failed
     if device_solve:
         assert proxy.solve_in_graph
         assert len(state.estimator._append_graphs) >= 1 and not state.estimator.append_graph_failed

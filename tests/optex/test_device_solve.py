@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from optkit_optex.config import EstimatorConfig
 from optkit_optex.estimator import KernelGradientEstimator
 
 from .test_fused import trajectory
@@ -53,11 +54,13 @@ def _history(
     d, n = 40, 4
     est = KernelGradientEstimator(
         d,
-        20,
-        fit=fit,  # type: ignore[arg-type]
-        lengthscale=0.5 if fit == "fixed" else None,
-        noise=0.0 if fit == "fixed" else None,
-        fit_lag=fit_lag,
+        EstimatorConfig(
+            history=20,
+            fit=fit,
+            lengthscale=0.5 if fit == "fixed" else None,
+            noise=0.0 if fit == "fixed" else None,
+            fit_lag=fit_lag,
+        ),
         device_solve=device_solve,
         dtype=torch.float64,
     )
@@ -100,7 +103,10 @@ def test_device_solve_matches_the_host_solve_per_query(
 def test_a_failed_solve_falls_back_to_the_newest_gradient(device_solve: bool) -> None:
     d, n = 30, 3
     est = KernelGradientEstimator(
-        d, 9, fit="fixed", lengthscale=0.5, device_solve=device_solve, dtype=torch.float64
+        d,
+        EstimatorConfig(history=9, fit="fixed", lengthscale=0.5),
+        device_solve=device_solve,
+        dtype=torch.float64,
     )
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(d, generator=gen, dtype=torch.float64)
@@ -132,7 +138,9 @@ def test_append_graph_capture_failure_falls_back_to_eager_once(
     append gives the eager result."""
     runs = []
     for graphs in (False, True):
-        est = KernelGradientEstimator(25, 8, fit="fixed", lengthscale=1.0, device_solve=True)
+        est = KernelGradientEstimator(
+            25, EstimatorConfig(history=8, fit="fixed", lengthscale=1.0), device_solve=True
+        )
         est.graph_append = graphs
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(25, generator=gen)

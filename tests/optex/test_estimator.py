@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from optkit_optex.config import EstimatorConfig
 from optkit_optex.estimator import KernelGradientEstimator
 from optkit_optex.hyper import fit_heuristic, fit_mll, mds_embedding
 
@@ -23,10 +24,7 @@ def _filled(
     points: torch.Tensor, grads: torch.Tensor, **options: object
 ) -> KernelGradientEstimator:
     est = KernelGradientEstimator(
-        points.shape[1],
-        points.shape[0],
-        dtype=torch.float64,
-        **options,  # type: ignore[arg-type]
+        points.shape[1], EstimatorConfig(history=points.shape[0], **options), dtype=torch.float64
     )
     est.begin(points[0])
     est.append(points, grads, iteration=1)
@@ -84,7 +82,9 @@ def test_anchored_distances_are_accurate_far_from_the_origin_in_float32() -> Non
     stored squared distances within 1% of exact float64 ones (the plain norms-and-dot form
     in float32 loses them entirely)."""
     d, t0 = 2000, 12
-    est = KernelGradientEstimator(d, t0, dtype=torch.float32, fit="fixed", lengthscale=1.0)
+    est = KernelGradientEstimator(
+        d, EstimatorConfig(history=t0, fit="fixed", lengthscale=1.0), dtype=torch.float32
+    )
     gen = torch.Generator().manual_seed(0)
     x = 1000.0 + torch.randn(d, generator=gen, dtype=torch.float64)
     stored: list[torch.Tensor] = []
@@ -129,7 +129,7 @@ def test_falls_back_to_newest_gradient_when_every_cholesky_fails() -> None:
 
 
 def test_nan_gradient_is_rejected_naming_the_iteration() -> None:
-    est = KernelGradientEstimator(4, 5)
+    est = KernelGradientEstimator(4, EstimatorConfig(history=5))
     grads = torch.ones(2, 4)
     grads[1, 2] = float("nan")
     with pytest.raises(DivergenceError, match=r"point 1 of iteration 7"):
@@ -138,7 +138,7 @@ def test_nan_gradient_is_rejected_naming_the_iteration() -> None:
 
 
 def test_coincident_points_give_the_mean_gradient_and_memory_is_2_t0_d() -> None:
-    est = KernelGradientEstimator(8, 6)
+    est = KernelGradientEstimator(8, EstimatorConfig(history=6))
     assert est.memory_bytes == 2 * 6 * 8 * 4
     est.begin(torch.zeros(8))
     assert est.mode == "empty" and float(est.query(torch.zeros(8)).abs().sum()) == 0.0
@@ -195,7 +195,7 @@ def test_distances_reused_from_queries_match_exact_ones() -> None:
     """append() takes the distances of queried points from query(); the stored table must
     equal exact pairwise distances of the stored points either way."""
     d, t0, n = 300, 10, 4
-    est = KernelGradientEstimator(d, t0, dtype=torch.float64)
+    est = KernelGradientEstimator(d, EstimatorConfig(history=t0), dtype=torch.float64)
     gen = torch.Generator().manual_seed(12)
     x = torch.randn(d, generator=gen, dtype=torch.float64)
     stored: list[torch.Tensor] = []

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from optkit_optex.config import EstimatorConfig
 from optkit_optex.estimator import KernelGradientEstimator, round_spread
 from optkit_optex.hyper import (
     NOISE_GRID,
@@ -69,7 +70,7 @@ def test_fit_forward_picks_the_candidate_with_the_smallest_forward_error() -> No
 
 
 def test_forward_fit_holds_out_the_newest_rounds_ring_slots() -> None:
-    est = KernelGradientEstimator(4, 5, fit="forward", fit_lag=0)
+    est = KernelGradientEstimator(4, EstimatorConfig(history=5, fit="forward", fit_lag=0))
     gen = torch.Generator().manual_seed(0)
     for it in range(1, 3):
         est.begin(torch.zeros(4))
@@ -83,7 +84,7 @@ def test_forward_fit_holds_out_the_newest_rounds_ring_slots() -> None:
 
 
 def test_reference_fit_is_lengthscale_0_1_on_the_mean_point_norm_and_noise_1e_3() -> None:
-    est = KernelGradientEstimator(3, 10, fit="reference")
+    est = KernelGradientEstimator(3, EstimatorConfig(history=10, fit="reference"))
     pts = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
     est.begin(pts[0])
     est.append(pts, torch.ones(3, 3), iteration=1)
@@ -122,7 +123,9 @@ def test_spread_noise_estimate_sets_the_relative_noise_from_the_measured_varianc
     measured noise (consecutive differences within each round) gives a relative noise near
     4 / signal power, where the LOO heuristic is free to pick anything on its grid."""
     d, gen = 64, torch.Generator().manual_seed(1)
-    est = KernelGradientEstimator(d, 40, noise_estimate="spread", fit_lag=0, fit_coords=64)
+    est = KernelGradientEstimator(
+        d, EstimatorConfig(history=40, noise_estimate="spread", fit_lag=0, fit_coords=64)
+    )
     x, measured = torch.zeros(d), []
     for it in range(1, 6):
         est.begin(x)
@@ -141,8 +144,8 @@ def test_spread_noise_estimate_sets_the_relative_noise_from_the_measured_varianc
 
 def test_effective_dim_measures_distances_on_a_seeded_coordinate_subset() -> None:
     d, gen = 50, torch.Generator().manual_seed(2)
-    est = KernelGradientEstimator(d, 8, effective_dim=7, seed=4)
-    again = KernelGradientEstimator(d, 8, effective_dim=7, seed=4)
+    est = KernelGradientEstimator(d, EstimatorConfig(history=8, effective_dim=7, seed=4))
+    again = KernelGradientEstimator(d, EstimatorConfig(history=8, effective_dim=7, seed=4))
     assert est.dist_coords is not None and torch.equal(est.dist_coords, again.dist_coords)
     assert est.X.shape == (8, 7) and est.memory_bytes == 8 * (7 + 50) * 4
     pts = torch.randn(6, d, generator=gen)
@@ -159,7 +162,9 @@ def test_effective_dim_measures_distances_on_a_seeded_coordinate_subset() -> Non
 
 def test_posterior_variance_is_small_at_stored_points_and_one_far_away() -> None:
     d, gen = 6, torch.Generator().manual_seed(3)
-    est = KernelGradientEstimator(d, 20, fit="fixed", lengthscale=1.0, noise=1e-6)
+    est = KernelGradientEstimator(
+        d, EstimatorConfig(history=20, fit="fixed", lengthscale=1.0, noise=1e-6)
+    )
     pts = 0.3 * torch.randn(8, d, generator=gen).cumsum(0)
     est.begin(pts[0])
     est.append(pts, pts.sin(), iteration=1)
@@ -192,4 +197,4 @@ def test_posterior_variance_is_small_at_stored_points_and_one_far_away() -> None
 )
 def test_bad_estimator_options_are_config_errors(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        KernelGradientEstimator(10, 5, **kwargs)  # type: ignore[arg-type]
+        KernelGradientEstimator(10, EstimatorConfig(history=5, **kwargs))  # type: ignore[arg-type]

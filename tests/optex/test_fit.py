@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from optkit_optex.config import EstimatorConfig
 from optkit_optex.estimator import KernelGradientEstimator
 from optkit_optex.fit_schedule import HyperFitter
 from optkit_optex.hyper import (
@@ -68,7 +69,7 @@ def test_reused_solve_is_the_inverse_and_degenerate_inputs_are_handled() -> None
 
 def _run(lag: int, background: bool, steps: int = 8) -> list[tuple[Hyper | None, torch.Tensor]]:
     d, n = 40, 4
-    est = KernelGradientEstimator(d, 20, dtype=torch.float64, fit_lag=lag)
+    est = KernelGradientEstimator(d, EstimatorConfig(history=20, fit_lag=lag), dtype=torch.float64)
     est.fitter.background = background
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(d, generator=gen, dtype=torch.float64)
@@ -112,17 +113,8 @@ class _FailingFitter(HyperFitter):
 
 @pytest.mark.parametrize("background", [False, True])
 def test_an_exception_in_the_lagged_fit_surfaces_in_begin(background: bool) -> None:
-    est = KernelGradientEstimator(6, 5, fit_lag=1)
-    est.fitter = _FailingFitter(
-        kernel="matern52",
-        fit="heuristic",
-        lengthscale=None,
-        noise=None,
-        mll_steps=30,
-        refit_every=1,
-        fit_lag=1,
-        background=background,
-    )
+    est = KernelGradientEstimator(6, EstimatorConfig(history=5, fit_lag=1))
+    est.fitter = _FailingFitter(est.config, background=background)
     est.begin(torch.zeros(6))
     pts = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
     est.append(pts, pts, iteration=1)

@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from optkit_optex.estimator import KernelGradientEstimator
-from optkit_optex.fused import FlatProxy, flat_rule_supported
+from optkit_optex.config import EstimatorConfig, OptExConfig
+from optkit_optex.engine import Engine
+from optkit_optex.rules import TorchFlatRule, flat_rule_supported
 
 from optkit.interfaces import Objective, Params
 from optkit.oracle import Oracle
@@ -152,28 +153,25 @@ def test_the_device_side_hot_path_reads_no_scalars(device_solve: bool) -> None:
     """Proxy body (anchor move, device solve, N-1 queries and SGD steps), append and the
     oracle's finite check: no scalar read except the oracle's single one."""
     d, n, t0 = 300, 5, 12
-    est = KernelGradientEstimator(d, t0, fit="fixed", lengthscale=1.0, device_solve=device_solve)
+    estimator = EstimatorConfig(history=t0, fit="fixed", lengthscale=1.0)
+    config = OptExConfig(parallelism=n, next_iterate="best", estimator=estimator)
+    engine = Engine(config, device_solve=device_solve)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(d, generator=gen)
     base = REG.create("optimizer", {"name": "sgd", "lr": 0.01, "momentum": 0.9})
-    proxy = FlatProxy(base, x, n, t0, save_states=True, cuda_graph=True)
-    for it in range(4):  # fill the history through the fused pieces themselves
-        proxy.P[0].copy_(x)
-        est.begin(proxy.P[0], move_anchor=False)
-        if est.mode == "empty":
-            proxy.P[1:].copy_(x.expand(n - 1, -1))
-        else:
-            proxy.run(est)
-        grads = 2 * proxy.P + torch.sin(proxy.P)
-        est.append(proxy.P, grads, iteration=it, check_finite=False)
-        x = proxy.true_step(n - 1, grads[-1], from_proxy=est.mode != "empty")
-    assert est.mode == "gp"
-    proxy.P[0].copy_(x)
-    est.begin(proxy.P[0], move_anchor=False)
-    assert _scalar_reads(lambda: proxy.run(est)) == 0
-    grads = 2 * proxy.P + torch.sin(proxy.P)
-    assert _scalar_reads(lambda: est.append(proxy.P, grads, 9, queried=proxy.SQ)) == 1
-    assert _scalar_reads(lambda: est.append(proxy.P, grads, 9, check_finite=False)) == 0
+    state = engine.init(x, lambda x0, cfg: TorchFlatRule(base, x0, cfg))
+    est = state.estimator
+    for _ in range(4):  # fill the history through the fused pieces themselves
+        planned = engine.plan(x, state)
+        grads = 2 * planned.points + torch.sin(planned.points)
+        x, _, _ = engine.update(state, planned, grads, grads.sum(1))
+    assert est.mode == "gp" and est.device_solve == device_solve
+    state.P[0].copy_(x)
+    est.begin(state.P[0], move_anchor=False)
+    assert _scalar_reads(lambda: engine.proxy(state)) == 0
+    grads = 2 * state.P + torch.sin(state.P)
+    assert _scalar_reads(lambda: est.append(state.P, grads, 9, queried=state.SQ)) == 1
+    assert _scalar_reads(lambda: est.append(state.P, grads, 9, check_finite=False)) == 0
     objective = REG.create("objective", {"name": "rosenbrock", "dim": 20})
     objective.prepare(torch.device("cpu"), torch.float32)
     oracle = Oracle(objective, REG.create("executor", {"name": "vmap"}), gen)

@@ -1,0 +1,293 @@
+"""OptEx's options in one place: :class:`EstimatorConfig` and :class:`OptExConfig`.
+
+Each option is a field of a frozen dataclass with its default, its documentation and its
+check (in ``__post_init__``): an invalid value is a :class:`~optkit.errors.ConfigError` that
+names the key and the valid values. The estimator, the :class:`~optkit_optex.engine.Engine`
+and both front ends (the registered ``optex`` optimizer and the ``torch.optim`` drop-in
+``optkit.OptEx``) take these objects whole; the registered optimizer's flat task-file keys are
+the fields themselves (:func:`with_option_keywords`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from optkit.errors import ConfigError
+from optkit_optex.kernels import KERNELS
+
+FitMode = Literal["heuristic", "mll", "fixed", "forward", "reference"]
+FIT_MODES: tuple[str, ...] = typing.get_args(FitMode)
+"""Valid values of the ``fit`` option (see :class:`EstimatorConfig`)."""
+NoiseEstimate = Literal["fit", "spread"]
+NextIterate = Literal["last", "best"]
+
+OWNER = "optimizer 'optex'"
+"""Who names itself in a bad option's message unless a front end says otherwise."""
+
+
+class OptionError(ConfigError):
+    """A bad option value; :attr:`detail` is the message without its owner, so that a front
+    end can name itself (:meth:`OptExConfig.create`)."""
+
+    def __init__(self, detail: str, owner: str = OWNER) -> None:
+        super().__init__(f"{owner}: {detail}")
+        self.detail = detail
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _choice(key: str, value: object, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        names = [repr(v) for v in valid]
+        which = f"{names[0]} or {names[1]}" if len(names) == 2 else f"one of {', '.join(names)}"
+        raise OptionError(f"{key} must be {which}, got {value!r}")
+
+
+def _at_least(key: str, value: object, low: int, what: str = "") -> None:
+    if not _is_int(value) or value < low:  # type: ignore[operator]
+        raise OptionError(f"{key} must be an integer >= {low}{what}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """The options of :class:`~optkit_optex.estimator.KernelGradientEstimator`.
+
+    Attributes:
+        history: T0 >= 2, the number of (point, gradient) pairs kept.
+        kernel: a name from :data:`optkit_optex.kernels.KERNELS`.
+        fit: ``"heuristic"`` (median distance + leave-one-out noise), ``"forward"`` (the
+            same candidates chosen by forward validation: predict the newest round's
+            gradients from the older pairs), ``"mll"`` (GPyTorch marginal likelihood,
+            started from the heuristic), ``"fixed"`` or ``"reference"`` (the released
+            settings: lengthscale 0.1 on inputs divided by the mean norm of the stored
+            points, relative noise 1e-3, nothing fitted).
+        lengthscale: hold the lengthscale at this value > 0 (required by ``fit="fixed"``).
+        noise: hold the relative noise ``s^2 / outputscale`` >= 0 at this value (``"fixed"``
+            defaults it to 1e-3, the released reference's value).
+        fit_coords: m >= 1, the number of gradient coordinates the fit looks at.
+        refit_every: refit the hyperparameters every this many iterations (``W`` is rebuilt
+            every iteration regardless).
+        fit_lag: iterations between a fit's data and its use. 0: ``begin`` fits on the
+            current history and waits for it (the fit is on the critical path). L >= 1: the
+            fit on the history at iteration t runs in a background worker thread (on CUDA)
+            while iteration t goes on, and iteration t + L uses its hyperparameters (until
+            then the previous ones; the first fit is waited for); ``W`` is always the solve on
+            the *current* history (:mod:`optkit_optex.fit_schedule`). Default 2: on the
+            H200's host the fit takes 2-3 ms, about one iteration, so with L = 1 ``begin``
+            often waited for it (``docs/optex.md``); the iteration counts on the CPU
+            benchmarks did not change (``docs/benchmarks/optex-synthetic.md``).
+        mll_steps: Adam steps of the marginal-likelihood fit.
+        seed: seed of the coordinate subsamples (the fit's and ``effective_dim``'s).
+        effective_dim: measure distances on this many seeded random coordinates instead of
+            all ``d`` (as the released code offers); ``None``: all. At most the parameter
+            count (:meth:`check_dim`, once the parameters are known).
+        noise_estimate: ``"fit"`` (the fitting rule chooses the relative noise) or
+            ``"spread"`` (measured from each round's gradients; the fit chooses only the
+            lengthscale).
+    """
+
+    history: int = 50
+    kernel: str = "matern52"
+    fit: FitMode = "heuristic"
+    lengthscale: float | None = None
+    noise: float | None = None
+    fit_coords: int = 128
+    refit_every: int = 1
+    fit_lag: int = 2
+    mll_steps: int = 30
+    seed: int = 0
+    effective_dim: int | None = None
+    noise_estimate: NoiseEstimate = "fit"
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.history) or self.history < 2:
+            raise OptionError(f"history (T0) must be >= 2 (an integer), got {self.history!r}")
+        if self.kernel not in KERNELS:
+            raise OptionError(
+                f"unknown kernel {self.kernel!r}; valid kernels: {', '.join(KERNELS)}"
+            )
+        _choice("fit", self.fit, FIT_MODES)
+        if self.effective_dim is not None:
+            _at_least("effective_dim", self.effective_dim, 1, " (at most the parameter count)")
+        _choice("noise_estimate", self.noise_estimate, typing.get_args(NoiseEstimate))
+        fixed_noise = self.noise is not None or self.fit in ("fixed", "reference")
+        if self.noise_estimate == "spread" and fixed_noise:
+            raise OptionError(
+                "noise_estimate = 'spread' sets the noise itself; it cannot be combined with a"
+                f" fixed noise or fit = {self.fit!r} (use fit = 'heuristic', 'forward' or 'mll'"
+                " without noise)"
+            )
+        if self.fit == "reference" and (self.lengthscale is not None or self.noise is not None):
+            raise OptionError(
+                "fit = 'reference' uses the released lengthscale and noise; leave lengthscale"
+                " and noise out (or use fit = 'fixed')"
+            )
+        if self.fit == "mll" and importlib.util.find_spec("gpytorch") is None:
+            raise OptionError("fit = 'mll' needs gpytorch: pip install 'optkit[optex]'")
+        if self.fit == "fixed" and self.lengthscale is None:
+            raise OptionError("fit = 'fixed' needs a lengthscale")
+        if self.lengthscale is not None and not (
+            _is_number(self.lengthscale) and self.lengthscale > 0
+        ):
+            raise OptionError(f"lengthscale must be a number > 0, got {self.lengthscale!r}")
+        if self.noise is not None and not (_is_number(self.noise) and self.noise >= 0):
+            raise OptionError(f"noise must be a number >= 0, got {self.noise!r}")
+        _at_least("fit_coords", self.fit_coords, 1)
+        _at_least("refit_every", self.refit_every, 1)
+        _at_least("fit_lag", self.fit_lag, 0)
+        _at_least("mll_steps", self.mll_steps, 1)
+        if not _is_int(self.seed):
+            raise OptionError(f"seed must be an integer, got {self.seed!r}")
+
+    def check_dim(self, dim: int, owner: str = OWNER) -> None:
+        """:class:`ConfigError` when ``effective_dim`` exceeds ``dim``, the parameter count."""
+        if self.effective_dim is not None and self.effective_dim > dim:
+            raise ConfigError(
+                f"{owner}: effective_dim = {self.effective_dim} is larger than the number of"
+                f" parameters ({dim}); use an integer from 1 to {dim}, or leave it out for all"
+                " coordinates"
+            )
+
+
+@dataclass(frozen=True)
+class OptExConfig:
+    """One OptEx iteration's options, and the estimator's (:class:`EstimatorConfig`).
+
+    Attributes:
+        parallelism: N >= 1 points per parallel round (N = 1 is the base optimizer).
+        next_iterate: ``"last"`` (the true step from the last proxy point, the released
+            rule) or ``"best"`` (from the point with the lowest observed loss).
+        proxy_updates_state: carry the base state (Adam moments, step count) through the
+            proxy steps (released behaviour); ``False`` runs them on a copy and takes the true
+            step from the iteration's starting state.
+        batches_per_point: K >= 1 minibatch gradients averaged at each point (a round
+            evaluates ``parallelism x K`` gradients; their spread is the noise measurement
+            of ``noise_estimate = "spread"`` when K >= 2).
+        stop_variance: stop the proxy trajectory at the first point whose relative posterior
+            variance ``1 - k W k`` exceeds this value in (0, 1] (``None``: never); the workers
+            of the points not reached evaluate the last point.
+        estimator: the estimator's options.
+    """
+
+    parallelism: int = 5
+    next_iterate: NextIterate = "last"
+    proxy_updates_state: bool = True
+    batches_per_point: int = 1
+    stop_variance: float | None = None
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.parallelism) or self.parallelism < 1:
+            raise OptionError(f"parallelism must be >= 1, got {self.parallelism!r}")
+        _choice("next_iterate", self.next_iterate, typing.get_args(NextIterate))
+        if not isinstance(self.proxy_updates_state, bool):
+            raise OptionError(
+                f"proxy_updates_state must be true or false, got {self.proxy_updates_state!r}"
+            )
+        _at_least(
+            "batches_per_point",
+            self.batches_per_point,
+            1,
+            " (the minibatch gradients averaged at each point; workers = parallelism x"
+            " batches_per_point)",
+        )
+        stop = self.stop_variance
+        if stop is not None and not (_is_number(stop) and 0.0 < float(stop) <= 1.0):
+            raise OptionError(
+                "stop_variance must be a number in (0, 1] (the relative posterior variance"
+                f" above which the proxy trajectory stops) or left out, got {stop!r}"
+            )
+        if not isinstance(self.estimator, EstimatorConfig):
+            raise OptionError(f"estimator must be an EstimatorConfig, got {self.estimator!r}")
+
+    @property
+    def saves_states(self) -> bool:
+        """Whether the base state at each proxy point must be kept: the true step may start
+        from a point before the last (``"best"`` or ``stop_variance``) with a state carried
+        through the proxy steps."""
+        return (
+            self.next_iterate == "best" or self.stop_variance is not None
+        ) and self.proxy_updates_state
+
+    @classmethod
+    def create(cls, owner: str = OWNER, **options: Any) -> OptExConfig:
+        """The config of flat keyword ``options`` (any field of this class or of
+        :class:`EstimatorConfig`), errors naming ``owner`` (e.g. ``"optkit.OptEx"``).
+
+        Raises:
+            ConfigError: an unknown key (with close names and the valid keys) or a bad value.
+        """
+        iteration, estimator = split_options(options, owner)
+        try:
+            return cls(**iteration, estimator=EstimatorConfig(**estimator))
+        except OptionError as err:
+            raise OptionError(err.detail, owner) from None
+
+    def options(self) -> dict[str, Any]:
+        """The flat keyword options (inverse of :meth:`create`)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del out["estimator"]
+        return {**out, **dataclasses.asdict(self.estimator)}
+
+
+ITERATION_KEYS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(OptExConfig) if f.name != "estimator"
+)
+ESTIMATOR_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EstimatorConfig))
+OPTION_KEYS: tuple[str, ...] = ITERATION_KEYS + ESTIMATOR_KEYS
+"""Every flat OptEx option key (of :meth:`OptExConfig.create`)."""
+
+
+def split_options(
+    options: Mapping[str, Any], owner: str = OWNER
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``options`` as (iteration options, estimator options); an unknown key is a
+    :class:`ConfigError` with close names and the valid keys."""
+    for key in options:
+        if key not in OPTION_KEYS:
+            close = difflib.get_close_matches(key, OPTION_KEYS, n=3)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"{owner}: unknown option {key!r}.{hint} Valid: {', '.join(OPTION_KEYS)}"
+            )
+    iteration = {k: v for k, v in options.items() if k in ITERATION_KEYS}
+    estimator = {k: v for k, v in options.items() if k in ESTIMATOR_KEYS}
+    return iteration, estimator
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_option_keywords(func: F) -> F:
+    """Give ``func`` (an ``__init__`` taking ``**options``) a signature that lists every
+    OptEx option (:data:`OPTION_KEYS`) as a keyword-only parameter with its default and type,
+    in place of ``**options``: the registry then validates a task file's keys and types
+    against it (:func:`optkit.config.validate_config`), as for any plugin. The defaults are
+    :class:`OptExConfig`'s and :class:`EstimatorConfig`'s: written once, there."""
+    sig = inspect.signature(func)
+    hints = {**typing.get_type_hints(EstimatorConfig), **typing.get_type_hints(OptExConfig)}
+    defaults = {**dataclasses.asdict(EstimatorConfig()), **OptExConfig().options()}
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    added = [
+        inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=defaults[key])
+        for key in OPTION_KEYS
+    ]
+    func.__signature__ = sig.replace(parameters=[*params, *added])  # type: ignore[attr-defined]
+    func.__annotations__ = {
+        **{k: v for k, v in func.__annotations__.items() if k != "options"},
+        **{key: hints[key] for key in OPTION_KEYS},
+    }
+    return func
