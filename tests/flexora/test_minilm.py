@@ -213,3 +213,5 @@ def test_target_modules_default_per_model_and_are_checked() -> None:
         _objective(target_modules=["q_proj"])
     with pytest.raises(ConfigError, match=r"layers \[6\] out of range.*layers 0\.\.5"):
         _objective(layers=[6])
+    with pytest.raises(ConfigError, match="max_length 600 exceeds the 512 positions"):
+        _objective(max_length=600)
