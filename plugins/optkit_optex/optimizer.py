@@ -68,7 +68,8 @@ class OptEx(Optimizer):
     """OptEx over any registered first-order base optimizer (see the module docstring).
 
     Its config keys are ``base``, ``base_config``, ``fused``, ``cuda_graph``,
-    ``device_solve`` and every OptEx option (:data:`~optkit_optex.config.OPTION_KEYS`, with the
+    ``device_solve``, ``config`` (an :class:`~optkit_optex.config.OptExConfig` whole, from
+    Python) and every OptEx option (:data:`~optkit_optex.config.OPTION_KEYS`, with the
     defaults of :class:`~optkit_optex.config.OptExConfig` and
     :class:`~optkit_optex.config.EstimatorConfig`, where they are documented).
     """
@@ -89,6 +90,7 @@ class OptEx(Optimizer):
         cuda_graph: bool = True,
         device_solve: bool | Literal["auto"] = "auto",
         run_context: RunContext | None = None,
+        config: OptExConfig | None = None,
         **options: Any,
     ) -> None:
         """Args:
@@ -104,9 +106,18 @@ class OptEx(Optimizer):
             solve, and not on the CPU, where the host solve is a little cheaper.
         run_context: the caller's context (passed by ``Registry.create``, not a config key):
             ``base`` comes from its registry.
-        **options: the OptEx options (:meth:`~optkit_optex.config.OptExConfig.create`).
+        config: the OptEx options whole (for a caller in Python), instead of ``**options``.
+        **options: the OptEx options by name (:meth:`~optkit_optex.config.OptExConfig.create`;
+            the task-file keys).
         """
-        self.config = OptExConfig.create(f"optimizer '{self.name}'", **options)
+        if config is None:
+            config = OptExConfig.create(f"optimizer '{self.name}'", **options)
+        elif options or not isinstance(config, OptExConfig):
+            raise ConfigError(
+                "optimizer 'optex': give the OptEx options either as config (an OptExConfig)"
+                f" or as keys, not both (got config={config!r} and {sorted(options)})"
+            )
+        self.config = config
         for key, value in (("fused", fused), ("cuda_graph", cuda_graph)):
             if not isinstance(value, bool):
                 raise ConfigError(f"optimizer 'optex': {key} must be true or false, got {value!r}")

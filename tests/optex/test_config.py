@@ -107,6 +107,7 @@ def test_the_registered_optimizer_lists_every_option_with_the_configs_defaults()
         "fused",
         "cuda_graph",
         "device_solve",
+        "config",
     }
     with pytest.raises(ConfigError, match=r"key 'lengthscale' of optimizer 'optex' must be float"):
         REG.create("optimizer", {"name": "optex", "lengthscale": "big"})
@@ -117,6 +118,10 @@ def test_the_registered_optimizer_lists_every_option_with_the_configs_defaults()
 def test_the_config_is_passed_whole() -> None:
     opt = REG.create("optimizer", {"name": "optex", "parallelism": 3, "fit": "forward"})
     assert opt.config == OptExConfig.create(parallelism=3, fit="forward")
+    whole = RegisteredOptEx(config=opt.config)
+    assert whole.config is opt.config and whole.parallelism == 3
+    with pytest.raises(ConfigError, match=r"either as config .* or as keys, not both"):
+        RegisteredOptEx(config=opt.config, parallelism=2)
     state = opt.init({"x": torch.zeros(6)})
     assert state.estimator.config is opt.config.estimator
 
