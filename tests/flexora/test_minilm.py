@@ -215,3 +215,11 @@ def test_target_modules_default_per_model_and_are_checked() -> None:
         _objective(layers=[6])
     with pytest.raises(ConfigError, match="max_length 600 exceeds the 512 positions"):
         _objective(max_length=600)
+
+
+def test_the_objective_contract_kit_passes_on_minilm() -> None:
+    """optkit.testing's objective kit (the one tests/core runs on SmolLM2's test_config)."""
+    from optkit.testing import check_objective
+
+    config = {**OBJECTIVE, "train_size": 4, "val_size": 2, "test_size": 2, "batch_size": 1}
+    check_objective(optkit.get_registry().create("objective", {**config, "layers": [0, 5]}))
