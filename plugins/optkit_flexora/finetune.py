@@ -210,7 +210,12 @@ def _checkpoint(objective: Any, params: Params, step: int) -> Checkpoint:
 def seeded_objective(context: HyperContext, overrides: dict[str, Any]) -> Any:
     """The cell's objective with ``overrides``, prepared with torch's global RNG seeded by the
     cell's seed (PEFT draws the LoRA A factors from it), so the adapters' initialization, like
-    the batches, depends on the seed alone and not on what ran before in the process."""
+    the batches, depends on the seed alone and not on what ran before in the process.
+
+    ``split_seed = "seed"`` in the task's objective becomes the cell's seed (each measured seed
+    its own train / validation / test split)."""
+    if context.objective_spec.get("split_seed") == "seed":
+        overrides = {"objective.split_seed": context.seed, **overrides}
     objective: Any = context.create_objective(overrides)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(context.seed)

@@ -130,7 +130,7 @@ class LoraTextTask(Objective):
         train_size: int = 1000,
         val_size: int = 200,
         test_size: int = 500,
-        split_seed: int = 0,
+        split_seed: int | Literal["seed"] = 0,
         batch_size: int = 8,
         eval_batch_size: int = 16,
         max_length: int = 96,
@@ -151,7 +151,9 @@ class LoraTextTask(Objective):
             docstring).
         train_size / val_size / test_size: examples in each split (disjoint, from a
             permutation seeded by ``split_seed``); ``val_size`` is the held-out validation
-            split that Flexora's gate steps use.
+            split that Flexora's gate steps use. ``split_seed = "seed"``: the cell's seed,
+            so each measured seed draws its own splits (resolved by the Flexora and
+            ``lora_baselines`` cells; a plain run refuses it).
         batch_size: examples per gradient evaluation; ``eval_batch_size`` for metrics.
         max_length: longest tokenized prompt + option (prompts are cut from the left).
         peft: ``lora`` | ``dora`` | ``rslora`` | ``adalora`` (PEFT options) | ``full``
@@ -317,6 +319,11 @@ class LoraTextTask(Objective):
     def _load_splits(self, tokenizer: Any) -> dict[str, dict[str, torch.Tensor]]:
         from optkit_nlp.text_data import load_task, split_examples
 
+        if not isinstance(self.split_seed, int):
+            raise ConfigError(
+                f"objective '{self.name}': split_seed = 'seed' is resolved by the flexora and"
+                " lora_baselines hyperoptimizer cells; in a plain run give an integer"
+            )
         key = (
             self.model_name,
             self.task,
