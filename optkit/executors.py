@@ -38,6 +38,44 @@ def unstack_points(stacked: Params, n: int) -> list[Params]:
     return [{k: v[i] for k, v in stacked.items()} for i in range(n)]
 
 
+def value_and_grad(
+    objective: Objective, point: Params, batch: Batch
+) -> tuple[torch.Tensor, Params]:
+    """The loss and its gradient at one point: ``objective.loss(point, batch)`` (a 0-dim
+    tensor) and a params dict of gradients with the point's keys and shapes, both detached.
+
+    The same numbers as ``torch.func.grad_and_value(objective.loss)(point, batch)`` (the same
+    kernels run; a parameter the loss does not use gets zeros, as there), computed with
+    ``torch.autograd.grad`` on detached leaves, as a plain ``loss.backward()`` loop computes
+    them: that skips ``torch.func``'s per-call wrapping and pytree work, most of the host time
+    of a small step. ``point`` is not modified and gets no ``.grad``; gradients are computed
+    whatever the caller's grad mode (as ``grad_and_value`` does).
+
+    Raises:
+        RuntimeError: the loss is not a 0-dim tensor (naming the objective and what it
+            returned).
+    """
+    leaves = {key: tensor.detach().requires_grad_(True) for key, tensor in point.items()}
+    with torch.enable_grad():
+        value = objective.loss(leaves, batch)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            got = (
+                f"a tensor of shape {tuple(value.shape)}"
+                if isinstance(value, torch.Tensor)
+                else type(value).__name__
+            )
+            raise RuntimeError(
+                f"objective '{objective.name}': loss(params, batch) must return a scalar"
+                f" (0-dim) tensor, got {got}"
+            )
+        inputs = tuple(leaves.values())
+        if value.requires_grad:
+            grads = torch.autograd.grad(value, inputs, allow_unused=True, materialize_grads=True)
+        else:  # a loss that does not depend on the params at all
+            grads = tuple(torch.zeros_like(leaf) for leaf in inputs)
+    return value.detach(), dict(zip(leaves, grads, strict=True))
+
+
 def stack_batches(batches: Sequence[Batch]) -> Batch:
     """N batch pytrees with equal structure -> one pytree of stacked leaves (``None`` stays)."""
     if batches[0] is None:
@@ -46,33 +84,30 @@ def stack_batches(batches: Sequence[Batch]) -> Batch:
 
 
 class SerialExecutor(Executor):
-    """Evaluates the N points one after the other with ``torch.func.grad_and_value``."""
+    """Evaluates the N points one after the other with :func:`value_and_grad`."""
 
     name: ClassVar[str] = "serial"
     summary: ClassVar[str] = "N gradient evaluations in a Python loop (the reference)"
 
     def __init__(self) -> None:
-        self._fn: Callable[..., Any] | None = None
-        self._objective: Objective | None = None
+        """No configuration (an explicit signature, so that config keys are checked)."""
 
     def evaluate(
         self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
     ) -> Evaluation:
-        if self._objective is not objective:
-            self._fn, self._objective = grad_and_value(objective.loss), objective
-        assert self._fn is not None
-        grads: list[Params] = []
-        losses = []
+        losses, all_grads = [], []
         for point, batch in zip(points, batches, strict=True):
-            g, value = self._fn(point, batch)
-            grads.append({k: v.detach() for k, v in g.items()})
-            losses.append(value.detach())
-        return Evaluation(torch.stack(losses), grads)
+            value, grads = value_and_grad(objective, point, batch)
+            losses.append(value)
+            all_grads.append(grads)
+        return Evaluation(torch.stack(losses), all_grads)
 
 
 class VmapExecutor(Executor):
     """Evaluates the N points in one batched call: ``vmap(grad_and_value(loss))`` over
-    stacked parameters and stacked batches. Needs ``objective.vmappable``."""
+    stacked parameters and stacked batches. Needs ``objective.vmappable``. A round of one
+    point (N = 1, a first-order optimizer's step) is :func:`value_and_grad`: the same
+    numbers without the batching transforms' host work."""
 
     name: ClassVar[str] = "vmap"
     summary: ClassVar[str] = "N gradient evaluations in one torch.func.vmap call"
@@ -97,9 +132,9 @@ class VmapExecutor(Executor):
         self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
     ) -> Evaluation:
         n = len(points)
-        if n == 1:  # no batching needed: skip the stack/unstack copies
-            g, value = grad_and_value(objective.loss)(points[0], batches[0])
-            return Evaluation(value.detach().reshape(1), [{k: v.detach() for k, v in g.items()}])
+        if n == 1:  # nothing to batch: no stack/unstack copies, no torch.func transforms
+            value, point_grads = value_and_grad(objective, points[0], batches[0])
+            return Evaluation(value.reshape(1), [point_grads])
         has_batch = batches[0] is not None
         key = (id(objective), has_batch)
         fn = self._cache.get(key)

@@ -68,14 +68,14 @@ class Oracle:
         return evaluation
 
     def _check_finite(self, evaluation: Evaluation) -> None:
-        """One fused reduction and one host sync: the sum of the L1 norms of the losses and
-        of every gradient tensor is finite exactly when all of them are (NaN and inf
-        propagate through the sum; a finite overflow only sends it to the exact check
-        below). The per-tensor checks, which name the offender, run only on that path."""
+        """One reduction per round and one host sync: :func:`finite_probe` of the losses and
+        of every gradient tensor is finite when all of them are, and non-finite when any
+        value is NaN or inf (a finite overflow only sends it to the exact check below). The
+        per-tensor checks, which name the offender, run only on that path."""
         tensors = [evaluation.losses]
         for grads in evaluation.grads:
             tensors.extend(grads.values())
-        if math.isfinite(float(l1_total(tensors))):
+        if math.isfinite(float(finite_probe(tensors))):
             return
         self._raise_non_finite(evaluation)
 
@@ -94,6 +94,27 @@ class Oracle:
                         f"non-finite gradient for parameter '{key}' at gradient evaluation"
                         f" {self.grad_evals} (sequential step {self.sequential_steps})"
                     )
+
+
+def finite_probe(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A one-element tensor, computed without a host sync, that is non-finite whenever a
+    value of ``tensors`` (any shapes) is NaN or +-inf: NaN and inf propagate through any sum
+    (and inf - inf is NaN). It can also be non-finite when every value is finite but a sum
+    overflows: a caller then checks exactly, per tensor.
+
+    On the CPU (real floating-point tensors) it is the sum of the tensors' plain sums, one
+    vectorized pass each, a one-element tensor (one point's loss) added as it is; an L1 norm
+    there is an unfused abs-and-sum, about 15x slower at 1e5 values. Elsewhere it is
+    :func:`l1_total`, one fused ``_foreach_norm`` launch for all. The tensors are the
+    oracle's detached losses and gradients: no graph is recorded.
+    """
+    if not all(t.is_cpu and t.is_floating_point() for t in tensors):
+        return l1_total(tensors)
+    parts = [t if t.numel() == 1 else t.sum() for t in tensors]
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 @torch.no_grad()

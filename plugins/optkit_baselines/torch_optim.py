@@ -71,14 +71,17 @@ class TorchOptimizer(FirstOrderOptimizer):
         optimizer = self.torch_class(list(slots.values()), **self.torch_kwargs())
         return TorchOptState(slots, optimizer)
 
-    @torch.no_grad()
     def update(
         self, params: Params, grads: Params, state: TorchOptState
     ) -> tuple[Params, TorchOptState]:
-        load = not state.holds(params)
+        """One ``step()`` of the wrapped optimizer with ``grads``. Records no autograd graph:
+        the slots never require grad, loading them runs under ``no_grad`` and ``step()``
+        under its own (the grad mode is not switched when there is nothing to load)."""
+        if not state.holds(params):
+            with torch.no_grad():
+                for key, slot in state.slots.items():
+                    slot.copy_(params[key])
         for key, slot in state.slots.items():
-            if load:
-                slot.copy_(params[key])
             g = grads[key]
             slot.grad = g if g.dtype == slot.dtype else g.to(slot.dtype)
         state.optimizer.step()
@@ -98,7 +101,7 @@ class TorchOptimizer(FirstOrderOptimizer):
         is queued: on a GPU the oracle's finite check has just drained the queue, so the read
         does not wait for the update's kernels, which overlap the caller's next work."""
         evaluation = oracle.evaluate([params])
-        loss = float(evaluation.losses[0])
+        loss = evaluation.losses.item()  # shape (1,): one point
         new_params, state = self.update(params, evaluation.grads[0], state)
         return new_params, state, StepInfo(loss=loss)
 

@@ -11,7 +11,7 @@ import torch
 from optkit.errors import DivergenceError
 from optkit.executors import SerialExecutor, VmapExecutor
 from optkit.interfaces import Objective, Params
-from optkit.oracle import Oracle, l1_total
+from optkit.oracle import Oracle, finite_probe, l1_total
 
 
 class SqrtPlusLinear(Objective):
@@ -93,6 +93,36 @@ def test_l1_total_matches_torch_total_norm_and_propagates_non_finite() -> None:
         views = [stacked[i] for i in range(3)]
         assert not math.isfinite(float(l1_total([torch.zeros(2), *views])))
         assert not math.isfinite(float(l1_total([*mixed, stacked[2]])))
+
+
+def test_finite_probe_is_non_finite_exactly_when_a_value_is() -> None:
+    """The CPU probe (plain sums, a one-element tensor added as it is) over a loss vector, a
+    one-point loss and gradients of several shapes, one a strided view: finite for finite
+    values (and equal to their sum), non-finite for a NaN, inf or -inf anywhere, also when
+    an inf and a -inf sit in different tensors. Complex tensors go to :func:`l1_total`."""
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        tensors = [
+            torch.randn(3, generator=gen, dtype=dtype),  # N = 3 losses
+            torch.randn(1, generator=gen, dtype=dtype),  # N = 1 loss
+            torch.randn(7, 5, generator=gen, dtype=dtype)[:, 2],
+            torch.randn(4, 6, generator=gen, dtype=dtype),
+            torch.randn((), generator=gen, dtype=dtype),
+        ]
+        probe = finite_probe(tensors)
+        assert probe.numel() == 1 and not probe.requires_grad
+        want = sum(float(t.sum()) for t in tensors)
+        assert float(probe) == pytest.approx(want, rel=1e-5, abs=1e-5)
+        for which in range(len(tensors)):
+            for bad in (float("nan"), float("inf"), -float("inf")):
+                spoiled = [t.clone() for t in tensors]
+                spoiled[which].view(-1)[-1] = bad
+                assert not math.isfinite(float(finite_probe(spoiled))), (dtype, which, bad)
+        split = [t.clone() for t in tensors]
+        split[2][0], split[3][1, 1] = float("inf"), -float("inf")
+        assert math.isnan(float(finite_probe(split)))
+    mixed = [torch.tensor([1.0, -2.0]), torch.tensor([3.0 + 4.0j])]
+    assert float(finite_probe(mixed)) == float(l1_total(mixed)) == 8.0
 
 
 @pytest.mark.parametrize("n", [1, 8])
