@@ -23,6 +23,11 @@ its ``space``, so spaces and searches are the hyperoptimizer plugin's own.
 seeds disjoint, reference a label); :func:`check_comparison` runs in ``optkit check`` with the
 live registry (metrics declared by each objective, space keys each optimizer has, the
 hyperoptimizer's own config).
+
+In a task with hyperoptimizer cells (``hyperoptimizer(s)`` as a matrix dimension) the method
+labels are ``<hyperoptimizer label>:<optimizer label>``, a tuning trial is one whole
+hyperoptimizer cell, and ``score`` / ``target.metric`` must be values its ``end`` row reports
+(:func:`check_hyper_comparison`; ``best_score`` always).
 """
 
 from __future__ import annotations

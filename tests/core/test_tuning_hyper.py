@@ -17,6 +17,7 @@ from optkit.comparisons import compare
 from optkit.results import load_rows
 from optkit.runner import quiet, run_task
 from optkit.tasks import load_task
+from optkit.tuning import cell_from_payload, cell_payload, tuned_cell, tuning_cells
 
 from .test_tuning import write_toml
 
@@ -200,3 +201,17 @@ def test_a_reference_naming_a_hyper_cell_needs_hyperoptimizers(
     path = write_toml(tmp_path / "task.toml", raw)
     assert cli.main(["check", str(path)]) == 2
     assert "has no hyperoptimizers" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_hyper_searches_and_tuned_hyper_cells_travel_as_remote_payloads() -> None:
+    """The Ray launcher rebuilds cells from plain payloads: a hyperoptimizer label's search
+    and its tuned measured cell must come back with their hyperoptimizer."""
+    task = load_task(TASK)
+    searches = tuning_cells(task, task.cells())
+    assert [s.key for s in searches] == ["rosenbrock|rs2:sgd|tuning", "rosenbrock|rs3:sgd|tuning"]
+    assert cell_from_payload(task, {"cell": searches[1].key}) == searches[1]
+    assert searches[1].hyperoptimizer is not None and searches[1].hyperoptimizer.label == "rs3"
+    cell = tuned_cell(task.cells()[3], {"optimizer.lr": 3e-5})
+    again = cell_from_payload(task, {"cell": cell.key, **cell_payload(cell)})
+    assert again == cell and again.optimizer.config["lr"] == 3e-5
+    assert again.hyperoptimizer is not None and again.hyperoptimizer.label == "rs3"
