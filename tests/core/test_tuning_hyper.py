@@ -6,14 +6,21 @@ tiny sizes; the Flexora version on the real SmolLM2 is tests/flexora/test_tuning
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from optkit_hpo.random_search import RandomSearch
 
-from optkit import cli
+from optkit import cli, hookimpl
+from optkit.checking import check_task
 from optkit.comparisons import compare
+from optkit.errors import ConfigError
+from optkit.interfaces import HyperContext, HyperResult
+from optkit.plugins import load
+from optkit.registry import Registry
 from optkit.results import load_rows
 from optkit.runner import quiet, run_task
 from optkit.tasks import load_task
@@ -215,3 +222,51 @@ def test_hyper_searches_and_tuned_hyper_cells_travel_as_remote_payloads() -> Non
     again = cell_from_payload(task, {"cell": cell.key, **cell_payload(cell)})
     assert again == cell and again.optimizer.config["lr"] == 3e-5
     assert again.hyperoptimizer is not None and again.hyperoptimizer.label == "rs3"
+
+
+class _Negated(RandomSearch):
+    """Real random search that also reports ``neg_best`` (= -best_score, to maximise) and
+    declares it: the declaration path of :func:`optkit.runner.hyper_cell.reported_metrics`."""
+
+    name = "negated_random_search"
+
+    def optimize(self, context: HyperContext) -> HyperResult:
+        result = super().optimize(context)
+        return dataclasses.replace(result, extras={**result.extras, "neg_best": -result.best_score})
+
+    def reported_metrics(self) -> dict[str, str]:
+        return {"neg_best": "max"}
+
+
+@pytest.fixture
+def negated_registry() -> Registry:
+    class Hooks:
+        @hookimpl
+        def optkit_register_hyperoptimizers(self, register):  # type: ignore[no-untyped-def]
+            register(_Negated)
+
+    return Registry(load(extra_plugins=[("negated", Hooks())]))
+
+
+def test_a_declared_metric_to_maximise_is_a_valid_score_and_is_negated(
+    negated_registry: Registry, tmp_path: Path
+) -> None:
+    hypers = [{**h, "name": "negated_random_search"} for h in TASK["hyperoptimizers"]]
+    raw = task_with(hyperoptimizers=hypers, target=None, seeds=[0])
+    choices = {}
+    for score in ("best_score", "neg_best"):
+        raw["tuning"]["score"] = score
+        summary = run_task(
+            load_task(raw), tmp_path / score, registry=negated_registry, progress=quiet
+        )
+        assert not summary.cells_failed
+        record = json.loads((tmp_path / score / "tuning.json").read_text())["objectives"]
+        choices[score] = {label: record["rosenbrock"][label]["chosen"] for label in LABELS}
+        assert record["rosenbrock"]["rs2:sgd"]["direction"] == (
+            "max" if score == "neg_best" else "min"
+        )
+    # maximising -best_score chooses what minimising best_score chooses
+    assert choices["neg_best"] == choices["best_score"]
+    raw["tuning"]["score"] = "neg_bset"
+    with pytest.raises(ConfigError, match="Valid: best_score, neg_best"):
+        check_task(load_task(raw), negated_registry)
