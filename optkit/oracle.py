@@ -108,12 +108,13 @@ def finite_probe(tensors: list[torch.Tensor]) -> torch.Tensor:
     :func:`l1_total`, one fused ``_foreach_norm`` launch for all. The tensors are the
     oracle's detached losses and gradients: no graph is recorded.
     """
-    if not all(t.is_cpu and t.is_floating_point() for t in tensors):
-        return l1_total(tensors)
-    parts = [t if t.numel() == 1 else t.sum() for t in tensors]
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
+    total: torch.Tensor | None = None
+    for t in tensors:
+        if not t.is_cpu or not t.is_floating_point():
+            return l1_total(tensors)
+        part = t if t.numel() == 1 else t.sum()
+        total = part if total is None else total + part
+    assert total is not None, "finite_probe needs at least one tensor"
     return total
 
 
