@@ -18,12 +18,14 @@ drifts of the machine hit every variant alike), the median over rounds of the bl
   the ``vmap`` executor (what an iteration of the runner does);
 * ``run_loop``: :func:`optkit.runner.run_loop` over the whole block, timed by the
   ``wall_s`` it reports (its steps and its own per-iteration work, not its evaluations);
-* ``optkit_step_autograd``: a diagnostic, ``optkit_step`` with the gradients computed by
-  ``torch.autograd.grad`` (:class:`AutogradExecutor`) instead of ``torch.func``: the part of
-  the gap that is the executor's;
-* ``ratio_step``, ``ratio_run_loop`` and ``ratio_step_autograd``: those over ``plain``;
+* ``optkit_step_serial``: ``optkit_step`` with the ``serial`` executor (the default of a
+  task without an ``executor`` key); both built-in executors evaluate one point the same way;
+* ``ratio_step``, ``ratio_run_loop`` and ``ratio_step_serial``: those over ``plain``;
   ``*_min_ms`` and ``ratio_*_min``: the same from the fastest block of each (on a machine
-  shared with other work, the medians move with its load).
+  shared with other work, the medians move with its load);
+* on the CPU also ``*_cpu_ms`` and ``ratio_*_cpu`` (not ``run_loop``): the same from the
+  thread's CPU time (``time.thread_time``), which does not count the time the process waits
+  while other work has the cores, so it moves less with the load of a shared machine.
 
 The oracle, per round of N = 8 points (``vmap`` executor):
 
@@ -54,7 +56,7 @@ from typing import Any, ClassVar
 import torch
 
 from optkit.executors import VmapExecutor
-from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params
+from optkit.interfaces import Batch, Evaluation, Objective, Params
 from optkit.oracle import Oracle
 from optkit.registry import get_registry
 from optkit.runner import run_loop
@@ -165,40 +167,18 @@ class Plain(Variant):
             self.opt.step()
 
 
-class AutogradExecutor(Executor):
-    """Diagnostic only (not registered): the N evaluations by ``torch.autograd.grad`` on
-    detached leaves, as a plain loop's ``backward`` computes them, instead of the built-in
-    executors' ``torch.func.grad_and_value``; the same numbers, less host work per call."""
-
-    name: ClassVar[str] = "bench_autograd"
-    summary: ClassVar[str] = "benchmark diagnostic"
-
-    def evaluate(
-        self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
-    ) -> Evaluation:
-        losses, grads = [], []
-        for point, batch in zip(points, batches, strict=True):
-            leaves = {k: v.detach().requires_grad_(True) for k, v in point.items()}
-            with torch.enable_grad():
-                value = objective.loss(leaves, batch)
-                gs = torch.autograd.grad(value, list(leaves.values()))
-            grads.append(dict(zip(leaves, gs, strict=True)))
-            losses.append(value.detach())
-        return Evaluation(torch.stack(losses), grads)
-
-
 class OptkitStep(Variant):
-    """The registered optimizer's ``step`` with an oracle over ``executor`` (``vmap``)."""
+    """The registered optimizer's ``step`` with an oracle over the registered ``executor``."""
 
     def __init__(
-        self, obj: Objective, spec: dict[str, Any], seed: int = 0, executor: Executor | None = None
+        self, obj: Objective, spec: dict[str, Any], seed: int = 0, executor: str = "vmap"
     ) -> None:
         reg = get_registry()
         self.gen = torch.Generator().manual_seed(seed)
         self.opt = reg.create("optimizer", spec)
         self.params = obj.init_params(self.gen)
         self.state = self.opt.init(self.params)
-        self.oracle = Oracle(obj, executor or VmapExecutor(), self.gen)
+        self.oracle = Oracle(obj, reg.create("executor", {"name": executor}), self.gen)
 
     def block(self, k: int) -> None:
         for _ in range(k):
@@ -227,35 +207,44 @@ def iteration_cost(
         "plain": Plain(obj, lr),
         "optkit_step": OptkitStep(obj, spec),
         "run_loop": RunLoop(obj, spec),
-        "optkit_step_autograd": OptkitStep(obj, spec, executor=AutogradExecutor()),
+        "optkit_step_serial": OptkitStep(obj, spec, executor="serial"),
     }
     for v in variants.values():
         v.block(3)
     times: dict[str, list[float]] = {label: [] for label in variants}
+    cpu: dict[str, list[float]] = {label: [] for label in variants if label != "run_loop"}
     order = list(variants.items())
     for r in range(rounds):
         for label, v in order if r % 2 == 0 else order[::-1]:  # no variant always first
             sync(device)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             v.block(block)
             sync(device)
             spent = v.wall_s if isinstance(v, RunLoop) else time.perf_counter() - t
             times[label].append(spent / block)
+            if label in cpu:
+                cpu[label].append((time.thread_time() - c) / block)
     out = {f"{label}_ms": 1e3 * statistics.median(ts) for label, ts in times.items()}
     out.update({f"{label}_min_ms": 1e3 * min(ts) for label, ts in times.items()})
     for key, label in RATIOS.items():
         out[key] = out[f"{label}_ms"] / out["plain_ms"]
         out[f"{key}_min"] = out[f"{label}_min_ms"] / out["plain_min_ms"]
+    if device.type == "cpu":  # on a GPU the host's CPU time is not the iteration's cost
+        out.update({f"{label}_cpu_ms": 1e3 * statistics.median(ts) for label, ts in cpu.items()})
+        for key, label in RATIOS.items():
+            if label in cpu:
+                out[f"{key}_cpu"] = out[f"{label}_cpu_ms"] / out["plain_cpu_ms"]
     return out
 
 
 RATIOS = {
     "ratio_step": "optkit_step",
     "ratio_run_loop": "run_loop",
-    "ratio_step_autograd": "optkit_step_autograd",
+    "ratio_step_serial": "optkit_step_serial",
 }
 """Ratio name -> the variant it divides by ``plain`` (``*_min``: the same of the fastest
-blocks, less sensitive to other load on a shared machine)."""
+blocks, ``*_cpu``: of the thread's CPU time; both less sensitive to other load on a shared
+machine)."""
 
 
 # ----------------------------------------------------------------------- the oracle
@@ -387,11 +376,12 @@ def summary(result: dict[str, Any]) -> str:
             if not isinstance(r, dict):
                 continue
             it, so, ox = r["iteration"], r["oracle_standalone"], r["oracle_in_optex"]
+            cpu = f" (CPU time: step {it['ratio_step_cpu']:.2f}x)" if "ratio_step_cpu" in it else ""
             lines.append(
                 f"{dev:4s} {name:18s} plain {it['plain_ms']:.3f} ms, optkit step"
                 f" {it['optkit_step_ms']:.3f} ms ({it['ratio_step']:.2f}x), run_loop"
-                f" {it['run_loop_ms']:.3f} ms ({it['ratio_run_loop']:.2f}x), autograd executor"
-                f" {it['ratio_step_autograd']:.2f}x; oracle round"
+                f" {it['run_loop_ms']:.3f} ms ({it['ratio_run_loop']:.2f}x), serial executor"
+                f" {it['ratio_step_serial']:.2f}x{cpu}; oracle round"
                 f" own {so['own_ms']:.3f} of {so['oracle_ms']:.3f} ms; in optex: oracle"
                 f" {ox['oracle_ms']:.3f} ms (own {ox['own_ms']:.3f}) of {ox['iteration_ms']:.3f}"
             )
