@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import torch
 from optkit_baselines.torch_optim import TorchOptimizer
 
-from optkit.interfaces import FirstOrderOptimizer
+from optkit.interfaces import FirstOrderOptimizer, Params
 from optkit_optex.config import OptExConfig
 from optkit_optex.flat import Flattener
 from optkit_optex.graphs import KeyedGraphs
@@ -68,9 +68,13 @@ class FlatRule(Protocol):
             captured in a CUDA graph.
     """
 
-    point: torch.Tensor
-    grad: torch.Tensor
     graphable: bool
+
+    @property
+    def point(self) -> torch.Tensor: ...
+
+    @property
+    def grad(self) -> torch.Tensor: ...
 
     def prepare(self) -> None:
         """Allocate what :meth:`start` and :meth:`save` write (eagerly, before a capture)."""
@@ -243,7 +247,9 @@ class GenericRule:
     """Any registered first-order ``base`` through ``base.update`` on params dicts (views of
     the flat points in ``flat``'s layout). With ``proxy_updates_state`` the proxy steps run
     on the true state itself (no copy), as the released code does; without, on a
-    ``clone_state`` copy. Never captured in a CUDA graph."""
+    ``clone_state`` copy. The true step from a proxy point takes the dict the proxy step
+    returned (a :class:`~optkit_baselines.torch_optim.TorchOptimizer` base then need not
+    reload it). Never captured in a CUDA graph."""
 
     graphable = False
 
@@ -254,10 +260,15 @@ class GenericRule:
         self.n, self.carry = config.parallelism, config.proxy_updates_state
         self.state: Any = base.init(flat.unflatten(x0.detach().clone()))
         self.run: Any = self.state
-        self.current = flat.unflatten(x0)
-        self.point = x0.detach().clone()
-        self.grad = torch.zeros_like(self.point)
+        self.current = flat.unflatten(x0.detach().clone())
+        self.outputs: list[Params] = []  # this iteration's proxy points, as dicts
+        self.grad = torch.zeros_like(x0)
         self.saved: list[Any] = [None] * (self.n - 1) if config.saves_states else []
+
+    @property
+    def point(self) -> torch.Tensor:
+        """``(d,)`` the current proxy point (a view for one tensor, else a concatenation)."""
+        return self.flat.flatten(self.current)
 
     def prepare(self) -> None:
         pass
@@ -265,17 +276,18 @@ class GenericRule:
     def start(self, x0: torch.Tensor) -> None:
         self.run = self.state if self.carry else self.base.clone_state(self.state)
         self.current = self.flat.unflatten(x0)
-        self.point.copy_(x0)
+        self.outputs = [self.current]
 
     def save(self, i: int) -> None:
         self.saved[i] = self.base.clone_state(self.run)
 
     def step(self) -> None:
-        mu = self.flat.unflatten(self.grad.clone())
-        self.current, self.run = self.base.update(self.current, mu, self.run)
+        # the base may keep the gradient it was given: the next estimate goes to a new buffer
+        mu, self.grad = self.grad, torch.empty_like(self.grad)
+        self.current, self.run = self.base.update(self.current, self.flat.unflatten(mu), self.run)
         if self.carry:
             self.state = self.run
-        self.point.copy_(self.flat.flatten(self.current))
+        self.outputs.append(self.current)
 
     def true_step(
         self, j: int, x_j: torch.Tensor, grad: torch.Tensor, *, from_proxy: bool, graphed: bool
@@ -286,7 +298,7 @@ class GenericRule:
             state = self.run
         else:
             state = self.saved[j]
-        params = self.flat.unflatten(x_j)
-        new, self.state = self.base.update(params, self.flat.unflatten(grad.clone()), state)
-        self.run = self.state
+        params = self.outputs[j] if j < len(self.outputs) else self.flat.unflatten(x_j)
+        new, self.state = self.base.update(params, self.flat.unflatten(grad), state)
+        self.run, self.outputs = self.state, []
         return self.flat.flatten(new)
