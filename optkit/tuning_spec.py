@@ -388,6 +388,7 @@ def check_hyper_comparison(task: Task, registry: Registry) -> None:
             report (naming the hyperoptimizer and what it reports), or a ``target.reference``
             that is not one of the task's ``hyperoptimizer:optimizer`` labels.
     """
+    from optkit.checking import missing_requirements
     from optkit.runner.hyper_cell import reported_metrics
 
     source = task.source
@@ -397,6 +398,8 @@ def check_hyper_comparison(task: Task, registry: Registry) -> None:
     if task.target is not None:
         wanted.append(("target.metric", task.target.metric))
     for spec in task.hyperoptimizers:
+        if missing_requirements(registry, spec) is not None:
+            continue  # its cells are skipped with the reason (optkit.checking.check_task)
         reports = reported_metrics(registry.create("hyperoptimizer", spec.spec(), spec.where))
         for key, metric in wanted:
             if metric not in reports:
