@@ -18,7 +18,7 @@ from optkit import cli, hookimpl
 from optkit.checking import check_task
 from optkit.comparisons import compare
 from optkit.errors import ConfigError
-from optkit.interfaces import HyperContext, HyperResult
+from optkit.interfaces import HyperContext, HyperResult, Requirement
 from optkit.plugins import load
 from optkit.registry import Registry
 from optkit.results import load_rows
@@ -270,3 +270,27 @@ def test_a_declared_metric_to_maximise_is_a_valid_score_and_is_negated(
     raw["tuning"]["score"] = "neg_bset"
     with pytest.raises(ConfigError, match="Valid: best_score, neg_best"):
         check_task(load_task(raw), negated_registry)
+
+
+class _Absent(RandomSearch):
+    """A hyperoptimizer whose optional package is not installed: it cannot even be built."""
+
+    name = "absent_search"
+    requires = (Requirement("optkit_no_such_package", "nope"),)
+
+    def __init__(self, **config: Any) -> None:
+        raise ModuleNotFoundError("No module named 'optkit_no_such_package'")
+
+
+def test_a_hyperoptimizer_with_a_missing_package_is_skipped_not_checked() -> None:
+    class Hooks:
+        @hookimpl
+        def optkit_register_hyperoptimizers(self, register):  # type: ignore[no-untyped-def]
+            register(_Absent)
+
+    registry = Registry(load(extra_plugins=[("absent", Hooks())]))
+    raw = task_with(target=None)
+    raw["hyperoptimizers"] = [TASK["hyperoptimizers"][0], {"name": "absent_search", "label": "x"}]
+    report = check_task(load_task(raw), registry)
+    assert [c.key for c in report.runnable] == ["rosenbrock|rs2:sgd|0", "rosenbrock|rs2:sgd|1"]
+    assert all("optkit_no_such_package" in reason for _, reason in report.skipped)
