@@ -85,6 +85,7 @@ class Round:
         counts: workers per point (``batches_per_point`` each, the workers of the points not
             reached added to the last), summing to ``W = N x batches_per_point``.
         ran: proxy steps were taken (the history held an estimate and N > 1).
+        index: ``(W,)`` the point of each evaluation (``counts`` expanded).
     """
 
     points: torch.Tensor
