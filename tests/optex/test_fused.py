@@ -1,5 +1,5 @@
-"""The fused flat proxy loop (``optkit_optex.fused``): same iterates as the generic dict
-loop, no host synchronisation in the device-side hot path."""
+"""The fused flat proxy loop (the engine with ``optkit_optex.rules.TorchFlatRule``): same
+iterates as the generic rule, no host synchronisation in the device-side hot path."""
 
 from __future__ import annotations
 
