@@ -125,9 +125,11 @@ class DifferentiableUpdate:
         for k in keys:
             st = torch_state.get(slots[k], {})
             exp_avg.append(st["exp_avg"].detach().clone() if st else torch.zeros_like(slots[k]))
-            exp_avg_sq.append(
-                st["exp_avg_sq"].detach().clone() if st else torch.zeros_like(slots[k])
-            )
+            # + the smallest normal float: d sqrt(v)/dv is infinite at v = 0, and where a
+            # gradient underflows to exactly 0 (seen on MiniLM's head) inf x 0 made the
+            # hypergradient NaN; the update itself moves by far less than eps.
+            second = st["exp_avg_sq"].detach().clone() if st else torch.zeros_like(slots[k])
+            exp_avg_sq.append(second.add_(torch.finfo(second.dtype).tiny))
             steps.append(st["step"].detach().clone().float() if st else torch.tensor(0.0))
         fn = torch_adamw.adamw if self.kind == "adamw" else torch_adam.adam
 

@@ -223,3 +223,21 @@ def test_the_objective_contract_kit_passes_on_minilm() -> None:
 
     config = {**OBJECTIVE, "train_size": 4, "val_size": 2, "test_size": 2, "batch_size": 1}
     check_objective(optkit.get_registry().create("objective", {**config, "layers": [0, 5]}))
+
+
+def test_unrolled_hypergradient_through_adamw_is_finite_on_the_encoder(tmp_path: Path) -> None:
+    # the head's gradient underflows to exactly 0 on some hidden dimensions: torch's
+    # differentiable Adam then differentiated sqrt(0) and the first gate step was NaN
+    hyper = {
+        "name": "flexora",
+        "hypergradient": "unrolled",
+        "search_steps": 3,
+        "val_batch_size": 4,
+        "gate_lr": 0.1,
+        "finetune_steps": 1,
+    }
+    end = _run(_task(hyper, max_length=40), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    norms = [r["hypergrad_norm"] for r in rows if r.get("stage") == "search"]
+    assert len(norms) == 3 and all(math.isfinite(n) and n > 0 for n in norms)
+    assert end["hypergradient"] == "unrolled"
