@@ -22,11 +22,15 @@ from typing import Any, Literal, TypeVar
 from optkit.errors import ConfigError
 from optkit_optex.kernels import KERNELS
 
-FitMode = Literal["heuristic", "mll", "fixed", "forward", "reference"]
+FitMode = Literal["heuristic", "mll", "fixed", "forward", "reference", "mean"]
 FIT_MODES: tuple[str, ...] = typing.get_args(FitMode)
 """Valid values of the ``fit`` option (see :class:`EstimatorConfig`)."""
 NoiseEstimate = Literal["fit", "spread"]
 NextIterate = Literal["last", "best"]
+Auto = Literal["auto"]
+
+DEFAULT_PARALLELISM = 5
+"""``parallelism`` when neither it nor ``workers`` is given."""
 
 OWNER = "optimizer 'optex'"
 """Who names itself in a bad option's message unless a front end says otherwise."""
@@ -73,7 +77,9 @@ class EstimatorConfig:
             gradients from the older pairs), ``"mll"`` (GPyTorch marginal likelihood,
             started from the heuristic), ``"fixed"`` or ``"reference"`` (the released
             settings: lengthscale 0.1 on inputs divided by the mean norm of the stored
-            points, relative noise 1e-3, nothing fitted).
+            points, relative noise 1e-3, nothing fitted) or ``"mean"`` (the ablation
+            without a kernel: every proxy step is fed the plain mean of the stored
+            gradients, the GP mean as the lengthscale goes to infinity; nothing fitted).
         lengthscale: hold the lengthscale at this value > 0 (required by ``fit="fixed"``).
         noise: hold the relative noise ``s^2 / outputscale`` >= 0 at this value (``"fixed"``
             defaults it to 1e-3, the released reference's value).
@@ -123,7 +129,12 @@ class EstimatorConfig:
         if self.effective_dim is not None:
             _at_least("effective_dim", self.effective_dim, 1, " (at most the parameter count)")
         _choice("noise_estimate", self.noise_estimate, typing.get_args(NoiseEstimate))
-        fixed_noise = self.noise is not None or self.fit in ("fixed", "reference")
+        if self.fit == "mean" and (self.lengthscale is not None or self.noise is not None):
+            raise OptionError(
+                "fit = 'mean' uses no kernel (the estimate is the mean of the stored"
+                " gradients); leave lengthscale and noise out"
+            )
+        fixed_noise = self.noise is not None or self.fit in ("fixed", "reference", "mean")
         if self.noise_estimate == "spread" and fixed_noise:
             raise OptionError(
                 "noise_estimate = 'spread' sets the noise itself; it cannot be combined with a"
@@ -166,44 +177,70 @@ class EstimatorConfig:
 class OptExConfig:
     """One OptEx iteration's options, and the estimator's (:class:`EstimatorConfig`).
 
+    A round evaluates ``W = P x K`` stochastic gradients: ``K`` minibatch gradients at each
+    of ``P`` points along the proxy trajectory. Give the split as ``parallelism`` (and
+    ``batches_per_point``), or give ``workers = W`` and one of the two (the other is
+    ``W / it``), or ``workers`` with ``batches_per_point = "auto"``. After construction
+    ``parallelism`` and ``batches_per_point`` hold the resolved split (except ``"auto"``,
+    which stays; :attr:`split` is the split a round uses until the measurement).
+
     Attributes:
-        parallelism: N >= 1 points per parallel round (N = 1 is the base optimizer).
+        parallelism: P >= 1 points per parallel round (P = 1 is the base optimizer, or
+            data parallelism over K workers). Default 5 without ``workers``; with
+            ``workers`` it is ``workers / batches_per_point``.
         next_iterate: ``"last"`` (the true step from the last proxy point, the released
             rule) or ``"best"`` (from the point with the lowest observed loss).
         proxy_updates_state: carry the base state (Adam moments, step count) through the
             proxy steps (released behaviour); ``False`` runs them on a copy and takes the true
             step from the iteration's starting state.
-        batches_per_point: K >= 1 minibatch gradients averaged at each point (a round
-            evaluates ``parallelism x K`` gradients; their spread is the noise measurement
-            of ``noise_estimate = "spread"`` when K >= 2).
+        batches_per_point: K >= 1 minibatch gradients averaged at each point (their spread
+            is the noise measurement of ``noise_estimate = "spread"`` when K >= 2); default
+            1, or ``workers / parallelism``. ``"auto"`` (needs ``workers``, not
+            ``parallelism``): the first :data:`~optkit_optex.auto_split.AUTO_ROUNDS` rounds
+            are data-parallel rounds of all W workers at one point, which measure the
+            gradient noise scale ``B_simple`` (McCandlish et al. 2018) in units of one
+            worker's minibatch, ``B = B_simple / batch``; from then on K is the divisor of W
+            nearest to B on a log scale (so ``K x batch ~ B_simple``, clamped to [1, W]) and
+            P = W / K (:mod:`optkit_optex.auto_split`).
+        workers: W >= 1 gradients per round, split as ``parallelism x batches_per_point``
+            (``None``: ``parallelism x batches_per_point``).
         stop_variance: stop the proxy trajectory at the first point whose relative posterior
             variance ``1 - k W k`` exceeds this value in (0, 1] (``None``: never); the workers
             of the points not reached evaluate the last point.
         estimator: the estimator's options.
     """
 
-    parallelism: int = 5
+    parallelism: int | None = None
     next_iterate: NextIterate = "last"
     proxy_updates_state: bool = True
-    batches_per_point: int = 1
+    batches_per_point: int | Auto | None = None
     stop_variance: float | None = None
+    workers: int | None = None
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
 
     def __post_init__(self) -> None:
-        if not _is_int(self.parallelism) or self.parallelism < 1:
+        if self.parallelism is not None and (not _is_int(self.parallelism) or self.parallelism < 1):
             raise OptionError(f"parallelism must be >= 1, got {self.parallelism!r}")
         _choice("next_iterate", self.next_iterate, typing.get_args(NextIterate))
         if not isinstance(self.proxy_updates_state, bool):
             raise OptionError(
                 f"proxy_updates_state must be true or false, got {self.proxy_updates_state!r}"
             )
-        _at_least(
-            "batches_per_point",
-            self.batches_per_point,
-            1,
-            " (the minibatch gradients averaged at each point; workers = parallelism x"
-            " batches_per_point)",
-        )
+        if self.batches_per_point not in (None, "auto"):
+            _at_least(
+                "batches_per_point",
+                self.batches_per_point,
+                1,
+                " or 'auto' (the minibatch gradients averaged at each point; workers ="
+                " parallelism x batches_per_point)",
+            )
+        if self.workers is not None:
+            _at_least(
+                "workers",
+                self.workers,
+                1,
+                " (the gradients of one round, split as parallelism x batches_per_point)",
+            )
         stop = self.stop_variance
         if stop is not None and not (_is_number(stop) and 0.0 < float(stop) <= 1.0):
             raise OptionError(
@@ -212,6 +249,80 @@ class OptExConfig:
             )
         if not isinstance(self.estimator, EstimatorConfig):
             raise OptionError(f"estimator must be an EstimatorConfig, got {self.estimator!r}")
+        if stop is not None and self.estimator.fit == "mean":
+            raise OptionError(
+                "stop_variance needs the kernel's posterior variance, and fit = 'mean' has no"
+                " kernel; leave stop_variance out or choose another fit"
+            )
+        parallelism, per_point = self._resolve_split()
+        object.__setattr__(self, "parallelism", parallelism)
+        object.__setattr__(self, "batches_per_point", per_point)
+
+    def _resolve_split(self) -> tuple[int | None, int | Auto]:
+        """(parallelism, batches_per_point) from the three split keys (see the class
+        docstring); a missing or inconsistent split is an :class:`OptionError` naming the
+        keys."""
+        p, k, w = self.parallelism, self.batches_per_point, self.workers
+        if k == "auto":
+            if w is None:
+                raise OptionError(
+                    "batches_per_point = 'auto' needs workers = W, the gradients of one round:"
+                    " K is then chosen from the measured gradient noise scale and parallelism"
+                    " = W / K (e.g. workers = 8, batches_per_point = 'auto')"
+                )
+            if p is not None:
+                raise OptionError(
+                    f"batches_per_point = 'auto' chooses parallelism = workers / K itself;"
+                    f" leave parallelism out (got parallelism = {p}, workers = {w})"
+                )
+            return None, "auto"
+        if w is None:
+            return (DEFAULT_PARALLELISM if p is None else p), (1 if k is None else k)
+        if p is None:
+            k = 1 if k is None else k
+            if w % k:
+                raise OptionError(
+                    f"workers = {w} is not divisible by batches_per_point = {k}: parallelism ="
+                    f" workers / batches_per_point must be an integer (valid batches_per_point"
+                    f" for {w} workers: {', '.join(map(str, divisors(w)))})"
+                )
+            return w // k, k
+        if k is None:
+            if w % p:
+                raise OptionError(
+                    f"workers = {w} is not divisible by parallelism = {p}: batches_per_point ="
+                    f" workers / parallelism must be an integer (valid parallelism for {w}"
+                    f" workers: {', '.join(map(str, divisors(w)))})"
+                )
+            return p, w // p
+        if p * k != w:
+            raise OptionError(
+                f"parallelism x batches_per_point = {p} x {k} = {p * k} but workers = {w}:"
+                " give workers with one of parallelism / batches_per_point (the other is"
+                " workers / it), or all three consistently"
+            )
+        return p, k
+
+    @property
+    def auto(self) -> bool:
+        """``batches_per_point = "auto"``: the split is chosen from the measured noise."""
+        return self.batches_per_point == "auto"
+
+    @property
+    def split(self) -> tuple[int, int]:
+        """(P, K) of a round: the configured split, or with ``"auto"`` the measuring split
+        (1, W) of the first rounds (the engine re-splits after the measurement)."""
+        if self.batches_per_point == "auto" or self.parallelism is None:
+            assert self.workers is not None
+            return 1, self.workers
+        assert isinstance(self.batches_per_point, int)
+        return self.parallelism, self.batches_per_point
+
+    @property
+    def round_size(self) -> int:
+        """W, the gradients every round evaluates (constant over a run, also with "auto")."""
+        p, k = self.split
+        return p * k
 
     @property
     def saves_states(self) -> bool:
@@ -249,6 +360,12 @@ ITERATION_KEYS: tuple[str, ...] = tuple(
 ESTIMATOR_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EstimatorConfig))
 OPTION_KEYS: tuple[str, ...] = ITERATION_KEYS + ESTIMATOR_KEYS
 """Every flat OptEx option key (of :meth:`OptExConfig.create`)."""
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n`` >= 1, increasing: the valid ``batches_per_point`` (and
+    ``parallelism``) for ``workers = n``."""
+    return [k for k in range(1, n + 1) if n % k == 0]
 
 
 def split_options(

@@ -34,6 +34,11 @@ One iteration with parallelism N (Shu et al., arXiv 2402.11427, Alg. 1), from ``
 
 With an empty history (the first iteration) there is no estimate: all N points are
 ``theta_0`` and the iteration is one true step.
+
+The split of a round's W workers into P points x K batches is the state's (:attr:`EngineState.n`,
+:attr:`EngineState.k`): the config's, or with ``batches_per_point = "auto"`` first (1, W) for
+the measuring rounds, then the split :mod:`optkit_optex.auto_split` chooses (the point
+buffers are sized for any split of W, so the front ends' views of them stay valid).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any, Literal
 
 import torch
 
+from optkit_optex.auto_split import NoiseMeter, choose_batches_per_point
 from optkit_optex.config import OptExConfig
 from optkit_optex.estimator import KernelGradientEstimator
 from optkit_optex.rounds import group_counts, group_mean, within_noise
@@ -57,8 +63,13 @@ class EngineState:
     """The estimator (history), the base rule (its state), the static buffers of one
     iteration and the proxy loop's CUDA graph.
 
-    Buffers: ``P`` ``(N, d)`` the iteration's points, ``SQ`` ``(N-1, T0)`` the queried squared
-    distances, ``VAR`` ``(N-1,)`` the relative posterior variances (``stop_variance`` only).
+    Buffers: ``P`` ``(R, d)`` the iteration's points (R = N, or W with ``"auto"``: room for
+    any split), ``SQ`` ``(R-1, T0)`` the queried squared distances, ``VAR`` ``(R-1,)`` the
+    relative posterior variances (``stop_variance`` only).
+
+    ``n`` / ``k``: the current split, P points x K batches per point. ``meter``: the noise
+    measurement of ``batches_per_point = "auto"`` until the split is chosen (then ``None``);
+    ``noise_scale``: what it measured (``B_simple / batch``; NaN before).
     """
 
     estimator: KernelGradientEstimator
@@ -66,6 +77,10 @@ class EngineState:
     P: torch.Tensor
     SQ: torch.Tensor
     VAR: torch.Tensor | None
+    n: int = 1
+    k: int = 1
+    meter: NoiseMeter | None = None
+    noise_scale: float = float("nan")
     iteration: int = 0
     use_graph: bool = False
     graph: Any = None  # torch.cuda.CUDAGraph once captured
@@ -157,7 +172,9 @@ class Engine:
         Raises:
             ConfigError: ``effective_dim`` larger than d.
         """
-        cfg, n = self.config, self.config.parallelism
+        cfg = self.config
+        n, k = cfg.split
+        rows = cfg.round_size if cfg.auto else n  # room for every split of W
         x0 = x0.detach()
         cuda = x0.device.type == "cuda"
         estimator = KernelGradientEstimator(
@@ -176,9 +193,12 @@ class Engine:
         return EngineState(
             estimator,
             made,
-            P=buf(n, x0.numel()),
-            SQ=buf(max(n - 1, 1), cfg.estimator.history),
-            VAR=buf(max(n - 1, 1)) if cfg.stop_variance is not None else None,
+            P=buf(rows, x0.numel()),
+            SQ=buf(max(rows - 1, 1), cfg.estimator.history),
+            VAR=buf(max(rows - 1, 1)) if cfg.stop_variance is not None else None,
+            n=n,
+            k=k,
+            meter=NoiseMeter(cfg.round_size) if cfg.auto else None,
             use_graph=self.cuda_graph and cuda and made.graphable,
         )
 
@@ -187,7 +207,7 @@ class Engine:
     def plan(self, x: torch.Tensor, state: EngineState) -> Round:
         """Start an iteration at ``x`` ``(d,)``: fit, then the proxy trajectory. No host
         synchronisation besides one read of the N-1 variances with ``stop_variance``."""
-        est, n, P = state.estimator, self.config.parallelism, state.P
+        est, n, P = state.estimator, state.n, state.P
         state.iteration += 1
         P[0].copy_(x)
         est.begin(P[0], move_anchor=n == 1)
@@ -195,23 +215,23 @@ class Engine:
         if ran:
             self.proxy(state)
         else:
-            P[1:].copy_(P[0].expand(n - 1, -1))
+            P[1:n].copy_(P[0].expand(n - 1, -1))
         last = n - 1
         if ran and state.VAR is not None and est.mode == "gp":
-            last = self._stop_index(state.VAR[: n - 1].tolist())
-        counts = group_counts(last + 1, n, self.config.batches_per_point)
+            last = self._stop_index(state.VAR[: n - 1].tolist(), n)
+        counts = group_counts(last + 1, n, state.k)
         return Round(P[: last + 1], counts, ran)
 
-    def _stop_index(self, variances: list[float]) -> int:
+    def _stop_index(self, variances: list[float], n: int) -> int:
         """The last point of the proxy trajectory: the first queried point whose variance
         exceeds ``stop_variance`` (its estimate is not trusted, so no step is taken from
-        it), else N - 1. ``variances[i]``: at point i, i < N - 1."""
+        it), else N - 1 (N = ``n``). ``variances[i]``: at point i, i < N - 1."""
         threshold = self.config.stop_variance
         assert threshold is not None
         for i, var in enumerate(variances):
             if var > threshold:
                 return i
-        return self.config.parallelism - 1
+        return n - 1
 
     @torch.no_grad()
     def body(self, state: EngineState, *, solve: bool = True) -> None:
@@ -224,7 +244,7 @@ class Engine:
         save = self.config.saves_states
         est.device_begin(P[0], solve=solve)
         rule.start(P[0])
-        for s in range(1, self.config.parallelism):
+        for s in range(1, state.n):
             if save:
                 rule.save(s - 1)
             var = None if state.VAR is None else state.VAR[s - 1 : s]
@@ -284,7 +304,7 @@ class Engine:
         Raises:
             DivergenceError: with ``check_finite``, a non-finite gradient (nothing stored).
         """
-        est, n, counts = state.estimator, self.config.parallelism, planned.counts
+        est, n, counts = state.estimator, state.n, planned.counts
         per_point = group_mean(losses, counts).tolist()
         means = group_mean(grads, counts)
         last = len(counts) - 1
@@ -310,11 +330,41 @@ class Engine:
             from_proxy=planned.ran and self.config.proxy_updates_state,
             graphed=state.graph is not None,
         )
-        return new, state, IterationInfo(per_point[0], per_point, j, extras(est, j, per_point))
+        numbers = extras(est, j, per_point, state)
+        if state.meter is not None:
+            self._measure(state, grads)
+        return new, state, IterationInfo(per_point[0], per_point, j, numbers)
+
+    @staticmethod
+    def _measure(state: EngineState, grads: torch.Tensor) -> None:
+        """``batches_per_point = "auto"``: add a measuring round's ``(W, d)`` gradients (all
+        at one point) to the meter; after the last one, choose K from the noise scale and
+        re-split (P = W / K; the rule keeps its state, the history its pairs)."""
+        meter = state.meter
+        assert meter is not None
+        if meter.workers >= 2:
+            meter.add(grads)
+        if meter.workers >= 2 and not meter.done:
+            return
+        state.noise_scale = meter.noise_scale()
+        k = choose_batches_per_point(state.noise_scale, meter.workers)
+        state.n, state.k, state.meter = meter.workers // k, k, None
+        state.rule.resize(state.n)
+        log.info(
+            "optex: batches_per_point = 'auto': noise scale %.3g minibatches -> %d points x %d",
+            state.noise_scale,
+            state.n,
+            state.k,
+        )
 
 
-def extras(est: KernelGradientEstimator, j: int, losses: list[float]) -> dict[str, float]:
-    """The ``optex_*`` numbers of an iteration that chose point ``j`` of ``losses``."""
+def extras(
+    est: KernelGradientEstimator, j: int, losses: list[float], state: EngineState
+) -> dict[str, float]:
+    """The ``optex_*`` numbers of an iteration that chose point ``j`` of ``losses``, with the
+    split it ran (``optex_batches_per_point``) and the measured noise scale of
+    ``batches_per_point = "auto"`` (``optex_noise_scale``, B_simple / batch; NaN before the
+    measurement and without ``"auto"``)."""
     hyper = est.hyper
     return {
         "optex_chosen": float(j),
@@ -325,4 +375,6 @@ def extras(est: KernelGradientEstimator, j: int, losses: list[float]) -> dict[st
         "optex_noise": hyper.noise if hyper else float("nan"),
         "optex_min_loss": min(losses),
         "optex_points": float(len(losses)),
+        "optex_batches_per_point": float(state.k),
+        "optex_noise_scale": state.noise_scale,
     }

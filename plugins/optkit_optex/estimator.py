@@ -625,7 +625,8 @@ class KernelGradientEstimator:
         self._snap_new = False
 
     def _use_mean(self, size: int) -> None:
-        """Fallback: the average of the stored gradients (the GP mean as lengthscale -> inf)."""
+        """The average of the stored gradients (the GP mean as lengthscale -> inf): the
+        fallback when the stored points coincide, and every estimate with ``fit = "mean"``."""
         self.mode = "mean"
         torch.mean(self.G[:size], 0, out=self.mean_grad)
 

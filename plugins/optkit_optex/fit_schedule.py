@@ -1,7 +1,8 @@
 """When and where the estimator's kernel hyperparameters are fitted.
 
 :class:`HyperFitter` applies the fitting rule (:mod:`optkit_optex.hyper`: heuristic,
-GPyTorch marginal likelihood or fixed) every ``refit_every`` iterations, either synchronously
+GPyTorch marginal likelihood or fixed; ``fit = "mean"`` has no hyperparameters, so the
+estimator uses the mean of its history) every ``refit_every`` iterations, either synchronously
 (``fit_lag = 0``: the fit is on the iteration's critical path) or lagged: the fit on the history
 of iteration t runs in one background worker thread while iteration t goes on, and iteration
 t + L uses its result. Deterministic either way: the worker computes a pure function of a copy
@@ -119,6 +120,9 @@ class HyperFitter:
         """
         refit = not self._fitted or (iteration - 1) % self.refit_every == 0
         solve: torch.Tensor | None = None
+        if self.fit_mode == "mean":  # no kernel: the estimator uses the mean of the history
+            self.hyper, self._fitted = None, True
+            return None
         if self.fit_mode == "reference":  # nothing fitted: the scale of the current history
             self.hyper = reference_hyper(context.point_scale)
             self._fitted = True

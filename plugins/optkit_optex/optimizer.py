@@ -127,7 +127,7 @@ class OptEx(Optimizer):
                 f" {device_solve!r}"
             )
         self.base: FirstOrderOptimizer = build_base(base, base_config, self.name, run_context)
-        self.parallelism = self.config.parallelism
+        self.parallelism, self.workers = self.config.split[0], self.config.round_size
         self.fused = fused and flat_rule_supported(self.base)
         self.cuda_graph, self.device_solve = cuda_graph, device_solve
         self.engine = Engine(self.config, device_solve=device_solve, cuda_graph=cuda_graph)
@@ -139,7 +139,7 @@ class OptEx(Optimizer):
         flat = Flattener(params)
         x0 = flat.flatten(params).detach()
         state = self.engine.init(x0, base_rule(self.base, flat, fused=self.fused))
-        views = [flat.unflatten(state.P[s]) for s in range(self.parallelism)]
+        views = [flat.unflatten(row) for row in state.P]  # every row: any split of W
         return OptExState(state, flat, views)
 
     def step(

@@ -79,6 +79,10 @@ class FlatRule(Protocol):
     def prepare(self) -> None:
         """Allocate what :meth:`start` and :meth:`save` write (eagerly, before a capture)."""
 
+    def resize(self, n: int) -> None:
+        """Rounds have ``n`` points from now on (``batches_per_point = "auto"`` chose the
+        split); the true state is kept. Called before any proxy step of the new split."""
+
     def start(self, x0: torch.Tensor) -> None:
         """Begin the proxy trajectory at ``x0`` ``(d,)`` from the true state."""
 
@@ -174,7 +178,7 @@ class TorchFlatRule:
     def __init__(self, base: TorchOptimizer, x0: torch.Tensor, config: OptExConfig) -> None:
         cls = base.torch_class
         kwargs = {**base.torch_kwargs(), **implementation_kwargs(cls, x0.device, x0.dtype)}
-        self.n, self.save_states = config.parallelism, config.saves_states
+        self.n, self.save_states = config.split[0], config.saves_states
         self.tslot = x0.detach().clone()
         self.topt = cls([self.tslot], **kwargs)
         self.pslot = torch.zeros_like(self.tslot)
@@ -193,6 +197,10 @@ class TorchFlatRule:
 
     def _pstate(self) -> dict[str, Any]:
         return self.popt.state[self.pslot]
+
+    def resize(self, n: int) -> None:
+        self.n = n  # prepare() allocates the saved states the new split needs
+        del self.saved[max(n - 1, 0) :]
 
     def prepare(self) -> None:
         copy_state(self._pstate(), self._tstate())
@@ -257,7 +265,8 @@ class GenericRule:
         self, base: FirstOrderOptimizer, flat: Flattener, x0: torch.Tensor, config: OptExConfig
     ) -> None:
         self.base, self.flat = base, flat
-        self.n, self.carry = config.parallelism, config.proxy_updates_state
+        self.n, self.carry = config.split[0], config.proxy_updates_state
+        self.save_states = config.saves_states
         self.state: Any = base.init(flat.unflatten(x0.detach().clone()))
         self.run: Any = self.state
         self.current = flat.unflatten(x0.detach().clone())
@@ -272,6 +281,10 @@ class GenericRule:
 
     def prepare(self) -> None:
         pass
+
+    def resize(self, n: int) -> None:
+        self.n = n
+        self.saved = [None] * (n - 1) if self.save_states else []
 
     def start(self, x0: torch.Tensor) -> None:
         self.run = self.state if self.carry else self.base.clone_state(self.state)

@@ -97,7 +97,9 @@ class OptEx(torch.optim.Optimizer):
         options = {k: v for k, v in kwargs.items() if k in OPTION_KEYS}
         base_kwargs = {k: v for k, v in kwargs.items() if k not in OPTION_KEYS}
         if config is None:
-            config = OptExConfig.create(WHERE, **{"parallelism": DEFAULT_PARALLELISM, **options})
+            if "parallelism" not in options and "workers" not in options:
+                options["parallelism"] = DEFAULT_PARALLELISM
+            config = OptExConfig.create(WHERE, **options)
         elif options:
             raise ConfigError(
                 f"{WHERE}: give the OptEx options either as config= or as keywords, not both"
@@ -120,11 +122,19 @@ class OptEx(torch.optim.Optimizer):
 
     @property
     def parallelism(self) -> int:
-        return self.config.parallelism
+        """P, the points of the current round's split (with ``batches_per_point = "auto"``
+        1 while the noise is measured, then ``workers / K``)."""
+        return self.config.split[0] if self._state is None else self._state.n
 
     @property
     def batches_per_point(self) -> int:
-        return self.config.batches_per_point
+        """K, the minibatch gradients per point of the current split."""
+        return self.config.split[1] if self._state is None else self._state.k
+
+    @property
+    def workers(self) -> int:
+        """W = P x K, the gradients of every round (the batches ``step_batched`` takes)."""
+        return self.config.round_size
 
     @property
     def estimator(self) -> KernelGradientEstimator | None:
@@ -209,10 +219,10 @@ class OptEx(torch.optim.Optimizer):
             The loss at the starting parameters (on its first batch), detached.
         """
         params = self._params()
-        want = self.parallelism * self.batches_per_point
+        want = self.workers
         if len(batches) != want:
             raise ConfigError(
-                f"{WHERE}.step_batched: needs parallelism x batches_per_point ="
+                f"{WHERE}.step_batched: needs workers = parallelism x batches_per_point ="
                 f" {self.parallelism} x {self.batches_per_point} = {want} batches (one per"
                 f" gradient), got {len(batches)}"
             )
@@ -288,14 +298,20 @@ class ParamGroupsRule:
         config: OptExConfig,
     ) -> None:
         self.base, self.params = base, params
-        self.n, self.carry = config.parallelism, config.proxy_updates_state
+        self.n, self.carry = config.split[0], config.proxy_updates_state
+        self.save_states = config.saves_states
         self.point = x0.detach().clone()
         self.grad = torch.zeros_like(self.point)
-        self.saved: list[Snapshot] = [{} for _ in range(self.n - 1)] if config.saves_states else []
+        self.saved: list[Snapshot] = []
+        self.resize(self.n)
         self.start_state: Snapshot | None = None
 
     def prepare(self) -> None:
         pass
+
+    def resize(self, n: int) -> None:
+        self.n = n
+        self.saved = [{} for _ in range(n - 1)] if self.save_states else []
 
     def _snapshot(self) -> Snapshot:
         return {
