@@ -19,10 +19,12 @@ from optkit.diagnose.noise_scale import fit_noise_scale
 from optkit.errors import ConfigError
 from optkit.oracle import Oracle
 from optkit.registry import get_registry
+from optkit.tasks import check_task, load_task
 
 from .test_torch_api_batched import flat, loss_fn, minibatches, mlp
 
 REG = get_registry()
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
 
 
 # --------------------------------------------------------------------------- the config
@@ -243,3 +245,18 @@ def test_the_drop_in_runs_auto_on_both_paths() -> None:
     torch.testing.assert_close(flat(m_bat), flat(m_seq), rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match=r"needs workers = parallelism x batches_per_point"):
         opt.step_batched(m_seq, loss_fn, minibatches(3))
+
+
+# --------------------------------------------------------------------------- the study tasks
+@pytest.mark.parametrize(
+    ("name", "seeds"),
+    [("study-optex-wsplit-mnist-cpu", 3), ("study-optex-wsplit-fashion-mnist", 5)],
+)
+def test_the_w_split_study_tasks_check_with_every_split_of_8(name: str, seeds: int) -> None:
+    task = load_task(TASKS / f"{name}.toml")
+    assert not check_task(task).skipped
+    assert len(task.seeds) == seeds and task.tuning is not None and task.target is not None
+    labels = {spec.label for spec in task.optimizers}
+    splits = {f"optex-P{8 // k}xK{k}" for k in (1, 2, 4, 8)}
+    assert {"adam", "data_parallel-W8", "optex-mean-P8", "optex-auto", *splits} <= labels
+    assert len(task.objectives) == 2  # two batch sizes around the noise scale
