@@ -45,6 +45,8 @@ ONLY_CHECKED = {
     "study-multigpu-shakespeare.toml": "GPUs, Ray, Shakespeare data",
     "study-flexora-ablation.toml": "SmolLM2-135M and BIG-bench data",
     "study-flexora-ablation-unrolled.toml": "SmolLM2-135M and BIG-bench data",
+    "study-optex-wsplit-mnist-cpu.toml": "MNIST data (tested by tests/optex/test_wsplit.py)",
+    "study-optex-wsplit-fashion-mnist.toml": "Fashion-MNIST data, a GPU",
 }
 """Studies this file does not run, and why (they are validated by test_task_files.py)."""
 
