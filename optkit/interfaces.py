@@ -424,6 +424,9 @@ class HyperContext:
             based hyperoptimizers (Flexora) drive the inner loop themselves.
         record: append a free-form trace row (merged into the results rows).
         completed: trials already finished in an earlier, interrupted run (for resume).
+        run_batch: runs several trials at once where the runner can (``--launcher ray``: one
+            Ray task per trial), their results in the given order; ``None``: the runner has
+            no batch path. Call :meth:`run_trials`, which falls back to ``run_trial``.
         device / dtype: where the inner problem runs.
         run_context: the cell's :class:`~optkit.context.RunContext` (registry, device, dtype,
             seed): build anything nested with ``run_context.create(...)`` and read plugin
@@ -443,12 +446,36 @@ class HyperContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     run_context: RunContext = field(default_factory=RunContext)
+    run_batch: Callable[[Sequence[Mapping[str, Any]]], list[TrialResult]] | None = None
+
+    def run_trials(self, overrides: Sequence[Mapping[str, Any]]) -> list[TrialResult]:
+        """Run one trial per overrides dict, possibly in parallel; results in the same order.
+
+        A hyperoptimizer that can propose several configurations at once (a random-search
+        plan, a q-batch of BoTorch) hands them over together, so a launcher that runs trials
+        side by side (``ray``) can. The results are the same as those of ``run_trial`` called
+        on each in order (each trial is deterministic given its overrides and seeds). Without
+        ``run_batch`` this *is* that loop; a trial's failure is its result's ``error`` (and a
+        ``nan`` score) either way, except that the loop lets an exception of ``run_trial``
+        through, as ``run_trial`` does.
+        """
+        if self.run_batch is None:
+            return [self.run_trial(o) for o in overrides]
+        results = self.run_batch(list(overrides))
+        if len(results) != len(overrides):
+            raise RuntimeError(
+                f"HyperContext.run_batch returned {len(results)} results for"
+                f" {len(overrides)} trials (one per trial, in order, expected)"
+            )
+        return results
 
 
 class HyperOptimizer(Plugin, abc.ABC):
     """Optimizes hyperparameters of an inner problem (objective + inner optimizer) against a
-    validation score. Black-box members (random search, BoTorch) call ``context.run_trial``;
-    gradient-based members (Flexora) build the inner objective and run their own loop."""
+    validation score. Black-box members (random search, BoTorch) call ``context.run_trial``,
+    or ``context.run_trials`` for several configurations proposed at once (so that a
+    launcher can run them in parallel); gradient-based members (Flexora) build the inner
+    objective and run their own loop."""
 
     kind: ClassVar[str] = "hyperoptimizer"
 

@@ -28,6 +28,7 @@ search failed (every trial failed) are skipped with that reason.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from optkit.errors import DivergenceError, OptkitError
+from optkit.errors import OptkitError
 from optkit.interfaces import TrialResult
 from optkit.results import atomic_write_text
 from optkit.tasks import Cell, Task
@@ -142,110 +143,57 @@ def _mean_metrics(finals: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[str, Any]]) -> dict:
     """Run one search (called by :meth:`CellRunner.run_cell`); returns its ``end`` row fields.
 
+    The hyperoptimizer runs trials one at a time (``run_trial``) or in batches
+    (``run_trials``); a batch goes to the run's launcher when ``runner`` is a
+    :class:`~optkit.tuning_trials.TrialRunner` (``ray``: one Ray task per trial), else it is
+    ``run_trial`` in a loop (:mod:`optkit.tuning_trials`). Trials of ``previous_rows`` (an
+    interrupted run's) are handed over as ``completed``, in trial order, and not rerun.
+
     Raises:
         OptkitError: every trial failed (the measured cells of this optimizer are skipped).
     """
-    from optkit.context import prepare_objective
-    from optkit.runner import run_loop, score_of
-    from optkit.runner.hyper_cell import hyper_context, reported_metrics
+    from optkit.runner.hyper_cell import hyper_context
+    from optkit.runner.trial_runner import TrialRunner
+    from optkit.tuning_trials import make_search, result_of_row, run_batch, run_one
 
     task = runner.task
     tuning = _tuning(task)
-    registry = runner.registry
-    optimizer_cls = registry.get("optimizer", cell.optimizer.name)
-    space = resolved_space(tuning, optimizer_cls)
+    search = make_search(runner, cell)
+    space = resolved_space(tuning, search.optimizer_cls)
     where = f"{task.source}: tuning.hyperoptimizer (optimizer '{cell.optimizer.label}')"
-    hyper = registry.create(
+    hyper = runner.registry.create(
         "hyperoptimizer", {**tuning.hyperoptimizer.spec(), "space": space}, where
     )
-    if cell.hyperoptimizer is None:
-        directions = runner.create_inner("objective", cell, {}).metric_direction()
-    else:
-        hyper_spec = cell.hyperoptimizer
-        directions = reported_metrics(
-            registry.create("hyperoptimizer", hyper_spec.spec(), hyper_spec.where)
-        )
-    direction = directions.get(tuning.score, "min")
-    previous = [r for r in previous_rows if r.get("event") == "trial"]
-    counter = [len(previous)]
-    inner_runner = _discarding_runner(task, registry) if cell.hyperoptimizer else None
+    previous = sorted(
+        (r for r in previous_rows if r.get("event") == "trial"),
+        key=lambda r: int(r.get("trial") or 0),
+    )
+    used = {int(r.get("trial") or 0) for r in previous}
+    # new trials take the indices an interrupted run left free, in order (a batch finishes
+    # in any order, so trial 1 may be missing where trial 2 was kept), then the next ones
+    free = (i for i in itertools.count() if i not in used)
 
     def run_trial(overrides: Mapping[str, Any]) -> TrialResult:
-        start = time.perf_counter()
-        index = counter[0]
-        counter[0] += 1
-        status, error = "ok", None
-        finals: list[dict[str, Any]] = []
-        score, metrics = math.nan, {}
-        try:
-            if inner_runner is not None:  # a trial is the whole hyperoptimizer cell
-                for seed in tuning.seeds:
-                    finals.append(_hyper_trial(inner_runner, cell, overrides, seed, tuning))
-                score = statistics.fmean(
-                    _hyper_score(f, tuning.score, direction, cell) for f in finals
-                )
-            else:
-                objective = runner.create_inner("objective", cell, overrides)
-                prepare_objective(objective, runner.context.replace(seed=cell.seed))
-                executor = registry.create("executor", task.executor.spec(), task.executor.where)
-                executor.bind(objective)
-                try:
-                    for seed in tuning.seeds:
-                        optimizer = runner.create_inner("optimizer", cell, overrides)
-                        finals.append(
-                            run_loop(
-                                objective, optimizer, executor, seed, tuning.budget, tuning.score
-                            )
-                        )
-                finally:
-                    executor.close()
-                score = statistics.fmean(score_of(f, objective, tuning.score) for f in finals)
-            metrics = _mean_metrics(finals)
-        except DivergenceError as exc:
-            status, error = "diverged", f"seed {tuning.seeds[len(finals)]}: {exc}"
-        except (OptkitError, RuntimeError, ValueError) as exc:
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
-        if status == "ok" and not math.isfinite(score):
-            status, error = "diverged", f"score {tuning.score} = {score}"
-        result = TrialResult(dict(overrides), score, metrics, error, time.perf_counter() - start)
-        runner.emit(
-            cell,
-            {
-                **metrics,
-                "event": "trial",
-                "trial": index,
-                "trial_config": plain_config(tuning, optimizer_cls, overrides),
-                "trial_overrides": dict(overrides),
-                "score": score,
-                "score_metric": tuning.score,
-                "status": status,
-                "error": error,
-                "trial_wall_s": result.cost_s,
-                "tuning_seeds": list(tuning.seeds),
-            },
-        )
-        return result
+        return run_one(search, overrides, next(free))
 
-    completed = [
-        TrialResult(
-            dict(r.get("trial_overrides") or {}),
-            math.nan if r.get("score") is None else float(r["score"]),
-            {},
-            r.get("error"),
-            float(r.get("trial_wall_s") or 0.0),
-        )
-        for r in previous
-    ]
-    result = hyper.optimize(hyper_context(runner, cell, tuning.budget, run_trial, completed))
+    def run_trials(overrides: Sequence[Mapping[str, Any]]) -> list[TrialResult]:
+        assert isinstance(runner, TrialRunner)
+        indices = [next(free) for _ in overrides]
+        return run_batch(search, runner.launcher, overrides, indices)
+
+    completed = [result_of_row(r) for r in previous]
+    batch = run_trials if isinstance(runner, TrialRunner) else None
+    context = hyper_context(runner, cell, tuning.budget, run_trial, completed, batch)
+    result = hyper.optimize(context)
     if not result.best_config or not math.isfinite(result.best_score):
         first = next((t.error for t in result.trials if t.error), "no trial ran")
         raise OptkitError(f"every one of the {len(result.trials)} trials failed (first: {first})")
     return {
-        "best_config": plain_config(tuning, optimizer_cls, result.best_config),
+        "best_config": plain_config(tuning, search.optimizer_cls, result.best_config),
         "best_overrides": dict(result.best_config),
         "best_score": result.best_score,
         "score_metric": tuning.score,
-        "direction": direction,
+        "direction": search.direction,
         "trials": len(result.trials),
         "tuning_seeds": list(tuning.seeds),
         **{k: v for k, v in result.extras.items() if isinstance(v, (int, float, str))},
@@ -326,8 +274,10 @@ def choices(task: Task, rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, st
                 "score": r.get(tuning.score),
                 "status": r.get("status", "ok" if r.get("error") is None else "failed"),
             }
-            for r in mine
-            if r.get("event") == "trial"
+            for r in sorted(  # trial order, whatever order a launcher finished them in
+                (r for r in mine if r.get("event") == "trial"),
+                key=lambda r: int(r.get("trial") or 0),
+            )
         ]
         record: dict[str, Any] = {
             "optimizer": search.optimizer.label,

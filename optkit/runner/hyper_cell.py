@@ -10,7 +10,7 @@ reads them as it reads a plain cell's last evaluation.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -59,11 +59,14 @@ def hyper_context(
     budget: Any,
     run_trial: Callable[[Mapping[str, Any]], TrialResult],
     completed: list[TrialResult],
+    run_batch: Callable[[Sequence[Mapping[str, Any]]], list[TrialResult]] | None = None,
 ) -> HyperContext:
     """What a hyperoptimizer of ``cell`` is given: the inner pairing's specs, ``budget`` (a
     :class:`~optkit.tasks.Budget`), a generator and the run context seeded by the cell's seed,
-    ``run_trial``, the trials a resumed run already finished, and the runner's factories for
-    the inner components. Shared by hyperoptimizer cells and the ``[tuning]`` phase."""
+    ``run_trial`` (and ``run_batch``, several trials at once, where the caller has a batch
+    path: the ``[tuning]`` phase), the trials a resumed run already finished, and the
+    runner's factories for the inner components. Shared by hyperoptimizer cells and the
+    ``[tuning]`` phase."""
     return HyperContext(
         objective_spec=cell.objective.spec(),
         optimizer_spec=cell.optimizer.spec(),
@@ -78,6 +81,7 @@ def hyper_context(
         device=runner.device,
         dtype=runner.dtype,
         run_context=runner.context.replace(seed=cell.seed),
+        run_batch=run_batch,
     )
 
 

@@ -22,6 +22,7 @@ from optkit.results import RunDirectory
 from optkit.runner.cell import CellRunner, MemorySink
 from optkit.runner.loop import quiet, stderr_progress
 from optkit.runner.manifest import default_out, manifest_for
+from optkit.runner.trial_runner import TrialRunner
 from optkit.tasks import Cell, Task
 from optkit.wording import CLI, Words
 
@@ -133,7 +134,7 @@ def _run_locked(
     if resume and run.manifest_path.exists():
         started = run.manifest().get("started", started)
     run.write_manifest(manifest_for(task, "running", started, None))
-    runner = CellRunner(task, run, registry, progress)
+    runner = TrialRunner(task, run, registry, progress, launcher)
     todo = [c for c in report.runnable if c.key not in done]
     summary.cells_resumed = len(report.runnable) - len(todo)
     if summary.cells_resumed:
@@ -143,15 +144,59 @@ def _run_locked(
     def run_cells(cells: list[Cell]) -> None:
         launcher.launch(cell_batch(task, cells, kept, runner, run, summary, progress))
 
+    def searches(cells: list[Cell]) -> None:
+        if getattr(launcher, "concurrent_batches", False):  # trials spread, searches in threads
+            run_searches(cells, kept, runner, summary, progress)
+        else:
+            run_cells(cells)
+
     if task.tuning is not None:  # the searches run as cells first; measured cells take choices
         from optkit.tuning import tuning_phase
 
-        todo = tuning_phase(task, report.runnable, todo, done, run, run_cells, summary, progress)
+        todo = tuning_phase(task, report.runnable, todo, done, run, searches, summary, progress)
     run_cells(todo)
     summary.wall_s = time.perf_counter() - t0
     run.export_csv()
     run.write_manifest(manifest_for(task, "complete", started, summary))
     return summary
+
+
+def run_searches(
+    cells: list[Cell],
+    kept: list[dict[str, Any]],
+    runner: TrialRunner,
+    summary: RunSummary,
+    progress: Progress,
+) -> None:
+    """Run the ``[tuning]`` searches ``cells`` side by side in this process, one thread each,
+    under a launcher that runs batches in parallel (``concurrent_batches``: ``ray``).
+
+    A search is cheap here (its hyperoptimizer proposes, a BoTorch GP is fitted); its trials
+    go to the launcher in batches (:mod:`optkit.tuning_trials`), so every search's trials are
+    in flight at once: 4 optimizers x 12 random-search trials are 48 Ray tasks. Rows reach the
+    run directory (under the runner's lock) as each trial and search ends.
+
+    Raises:
+        EnvironmentProblem: from any search (the others finish first).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(number: int, cell: Cell) -> None:
+        start = time.perf_counter()
+        progress(f"[{number}/{len(cells)}] {cell.key}: started")
+        previous = [r for r in kept if r.get("cell") == cell.key]
+        ok, outcome = runner.run_cell(cell, previous)
+        with runner.lock:
+            summary.cells_run += 1
+            if not ok:
+                summary.cells_failed.append(cell.key)
+        seconds = time.perf_counter() - start
+        progress(f"[{number}/{len(cells)}] {cell.key}: {outcome} ({seconds:.1f} s)")
+
+    with ThreadPoolExecutor(max_workers=max(1, len(cells)), thread_name_prefix="search") as pool:
+        futures = [pool.submit(one, number, cell) for number, cell in enumerate(cells, 1)]
+        for future in futures:
+            future.result()
 
 
 def cell_batch(

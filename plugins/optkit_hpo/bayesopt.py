@@ -113,7 +113,8 @@ class BoTorchSearch(HyperOptimizer):
         """Args:
         space: the search space table (format: :mod:`optkit_hpo.space`).
         trials: number of trials, resumed ones and the Sobol design included.
-        batch_size: q, the points proposed per round (run one after another by ``run_trial``).
+        batch_size: q, the points proposed per round, handed to ``context.run_trials``
+            together (in parallel under ``--launcher ray``; the Sobol design is one batch too).
         initial_trials: size of the Sobol design; default ``max(4, parameters + 1)``,
             at most ``trials`` (a small design leaves more trials to the GP; see
             ``docs/benchmarks/hpo.md``).
@@ -212,8 +213,7 @@ class BoTorchSearch(HyperOptimizer):
         design = [self.space.decode(u) for u in engine.draw(self.initial_trials).double()]
         design = [c for c in design if not book.take_resumed(c)]
         design = fresh(design[: max(0, self.initial_trials - len(book))])
-        for config in design:
-            book.run(config)
+        book.run_batch(design)  # one batch: in parallel where the launcher can
 
         # 2. BO rounds of q points.
         fit_times: list[float] = []
@@ -245,8 +245,7 @@ class BoTorchSearch(HyperOptimizer):
                 }
             )
             rounds += 1
-            for config in configs:
-                book.run(config)
+            book.run_batch(configs)
         return book.result(
             {
                 "initial_trials": self.initial_trials,

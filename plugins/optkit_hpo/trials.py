@@ -81,13 +81,38 @@ class TrialBook:
             self.context.record(
                 {"hpo_event": "trial_raised", "trial": len(self.trials), "error": error}
             )
+        self._add(config, result)
+        return result
+
+    def run_batch(self, configs: list[dict[str, Any]]) -> list[TrialResult]:
+        """Run several trials at once through ``context.run_trials`` (in parallel where the
+        launcher can; ``run_trial`` in a loop otherwise), recorded in ``configs``' order. The
+        same results as :meth:`run` on each in turn: without a batch path it *is* that loop;
+        with one, a batch that raises records each of its trials as failed with that error
+        and the search goes on."""
+        if self.context.run_batch is None:
+            return [self.run(config) for config in configs]
+        start = time.perf_counter()
+        try:
+            results = self.context.run_trials(configs)
+        except Exception as exc:  # a failed batch, not a crash: its trials fail
+            error = f"{type(exc).__name__}: {exc}"
+            elapsed = time.perf_counter() - start
+            results = [TrialResult(dict(c), float("nan"), {}, error, elapsed) for c in configs]
+            self.context.record(
+                {"hpo_event": "batch_raised", "trials": len(configs), "error": error}
+            )
+        for config, result in zip(configs, results, strict=True):
+            self._add(config, result)
+        return results
+
+    def _add(self, config: dict[str, Any], result: TrialResult) -> None:
         if not result.config:
             result.config = dict(config)
         if failed(result) and result.error is None:
             result.error = f"non-finite score {result.score}"
         self.trials.append(result)
         self.points.append(self.space.encode(config))
-        return result
 
     def observations(self, failures: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Training data for a surrogate: points ``(n, dims)`` and scores ``(n,)`` float64.

@@ -7,6 +7,7 @@ Ray is an optional dependency (extra ``ray``); every function here imports it on
 from __future__ import annotations
 
 import socket
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -80,6 +81,16 @@ def connect(
         ConfigError: the address is unreachable, malformed, or differs from the cluster this
             process is already connected to.
     """
+    with _CONNECTING:  # searches launch their trials from several threads at once
+        return _connect(address, connect_timeout_s, init_kwargs)
+
+
+_CONNECTING = threading.Lock()
+
+
+def _connect(
+    address: str | None, connect_timeout_s: float, init_kwargs: dict[str, Any] | None
+) -> ModuleType:
     ray = import_ray()
     explicit = address not in LOCAL_ADDRESSES and address != "auto"
     if explicit:

@@ -1,4 +1,5 @@
-"""The ``ray`` launcher: whole cells as Ray tasks (``optkit bench TASK --launcher ray``).
+"""The ``ray`` launcher: whole cells as Ray tasks (``optkit bench TASK --launcher ray``), and
+a ``[tuning]`` phase's trials as one Ray task each (:mod:`optkit.tuning_trials`).
 
 The runner keeps the results file, resume and the manifest; this launcher only decides where
 the cells run. Each cell travels as the plain payload the runner builds, runs in a Ray worker
@@ -8,7 +9,8 @@ come back to the driver as the cell finishes (:func:`optkit_ray.cells.run_cells_
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from optkit.errors import ConfigError
 from optkit.interfaces import CellBatch, Launcher, Requirement
@@ -22,6 +24,10 @@ class RayLauncher(Launcher):
     summary: ClassVar[str] = "cells as Ray tasks on a cluster (rows streamed back as cells end)"
     requires: ClassVar[tuple[Requirement, ...]] = (Requirement("ray", "ray"),)
     test_marks: ClassVar[tuple[str, ...]] = ("ray",)
+    concurrent_batches: ClassVar[bool] = True
+    """:meth:`launch` may be called from several threads at once, each batch's cells running
+    in parallel: a ``[tuning]`` phase runs its searches side by side in the driver, each
+    search's batches of trials as Ray tasks (one per trial, ``num_cpus_per_cell`` each)."""
 
     def __init__(
         self,
@@ -53,11 +59,26 @@ class RayLauncher(Launcher):
         from optkit_ray.cells import run_cells_on_ray
 
         run_cells_on_ray(
-            [batch.payload(cell) for cell in batch.cells],
-            batch.run_payload,
+            [(batch.run_payload, batch.payload(cell)) for cell in batch.cells],
+            run_tagged,
             batch.deliver,
             address=self.address,
             num_cpus_per_cell=self.num_cpus_per_cell,
             num_gpus_per_cell=self.num_gpus_per_cell,
             max_in_flight=self.max_in_flight,
         )
+
+
+def run_tagged(
+    job: tuple[Callable[[dict[str, Any]], list[dict[str, Any]]], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """``run_payload(payload)`` for ``job = (run_payload, payload)``, inside a Ray task, each
+    row tagged with where it ran: ``ray_task`` (the task's id, one per cell or trial) and
+    ``ray_node`` (the node's id)."""
+    import ray
+
+    run_payload, payload = job
+    rows = run_payload(payload)
+    context = ray.get_runtime_context()
+    where = {"ray_task": context.get_task_id(), "ray_node": context.get_node_id()}
+    return [{**row, **where} for row in rows]
