@@ -24,17 +24,8 @@ from typing import Any
 import numpy as np
 
 from optkit.comparisons.bootstrap import Interval, paired_bootstrap
+from optkit_flexora.baselines import METHODS as BASELINE_METHODS
 
-BASELINE_METHODS = (
-    "lora",
-    "lora_early_stop",
-    "dora",
-    "rslora",
-    "adalora",
-    "lora_drop",
-    "random",
-    "full",
-)
 ROW_KEYS = (
     "suite",
     "task",

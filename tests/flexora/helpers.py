@@ -102,3 +102,31 @@ def lm_loss(model: Any, params: dict[str, torch.Tensor], batch: torch.Tensor) ->
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)
     )
+
+
+def text_cell_context(spec: dict[str, Any], seed: int) -> Any:
+    """A :class:`~optkit.interfaces.HyperContext` of one Flexora / baselines cell whose
+    ``create_objective`` builds ``spec`` (a real text objective) with dotted-key overrides
+    (``{"objective.layers": [0]}``); it runs no trials."""
+    import pytest
+
+    import optkit
+    from optkit.interfaces import HyperContext
+
+    registry = optkit.get_registry()
+
+    def create(overrides: Any) -> Any:
+        keys = {key.split(".", 1)[1]: value for key, value in overrides.items()}
+        return registry.create("objective", {**spec, **keys})
+
+    return HyperContext(
+        objective_spec=spec,
+        optimizer_spec={"name": "adamw"},
+        budget={},
+        seed=seed,
+        generator=torch.Generator().manual_seed(seed),
+        run_trial=lambda overrides: pytest.fail("no trials in this context"),
+        create_objective=create,
+        create_optimizer=lambda overrides: registry.create("optimizer", {"name": "adamw"}),
+        record=lambda row: None,
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ from optkit_flexora.study_rows import ROW_KEYS, paired_differences, study_rows
 
 import optkit
 from optkit.errors import ConfigError
-from optkit.interfaces import HyperContext
+
+from .helpers import text_cell_context
 
 pytestmark = pytest.mark.nlp
 
@@ -137,34 +137,17 @@ def test_paired_differences_average_draws_within_a_seed_and_pair_by_seed() -> No
     assert interval.ci_low <= interval.mean <= interval.ci_high
 
 
-def _context(spec: dict[str, Any], seed: int) -> HyperContext:
-    registry = optkit.get_registry()
-
-    def create(overrides: Mapping[str, Any]) -> Any:
-        keys = {key.split(".", 1)[1]: value for key, value in overrides.items()}
-        return registry.create("objective", {**spec, **keys})
-
-    return HyperContext(
-        objective_spec=spec,
-        optimizer_spec={"name": "adamw"},
-        budget={},
-        seed=seed,
-        generator=torch.Generator().manual_seed(seed),
-        run_trial=lambda overrides: pytest.fail("no trials here"),
-        create_objective=create,
-        create_optimizer=lambda overrides: registry.create("optimizer", {"name": "adamw"}),
-        record=lambda row: None,
-    )
-
-
 def test_split_seed_seed_gives_each_cell_seed_its_own_split() -> None:
     spec = {"name": "us_debates", "train_size": 8, "val_size": 2, "test_size": 6}
 
     def test_split(objective: Any) -> list[list[int]]:
         return [t.flatten().tolist() for _, t in sorted(objective.data["test"].items())]
 
-    made = {s: seeded_objective(_context({**spec, "split_seed": "seed"}, s), {}) for s in (0, 1)}
-    fixed = seeded_objective(_context({**spec, "split_seed": 1}, 0), {})
+    made = {
+        s: seeded_objective(text_cell_context({**spec, "split_seed": "seed"}, s), {})
+        for s in (0, 1)
+    }
+    fixed = seeded_objective(text_cell_context({**spec, "split_seed": 1}, 0), {})
     assert made[0].split_seed == 0 and made[1].split_seed == 1
     assert test_split(made[1]) == test_split(fixed) != test_split(made[0])
     plain = optkit.get_registry().create("objective", {**spec, "split_seed": "seed"})

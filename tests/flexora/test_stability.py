@@ -223,28 +223,13 @@ def test_adapters_are_initialized_from_the_cell_seed_alone() -> None:
     on the seed, not on torch's global generator, which is left as it was."""
     from optkit_flexora.finetune import seeded_objective
 
-    from optkit.interfaces import HyperContext
+    from .helpers import text_cell_context
 
     spec = {"name": "us_debates", "train_size": 2, "val_size": 2, "test_size": 1, "layers": [0]}
 
-    def context(seed: int) -> HyperContext:
-        def create(overrides: Any) -> Any:
-            return optkit.get_registry().create("objective", {**spec, "layers": overrides["l"]})
-
-        return HyperContext(
-            objective_spec=spec,
-            optimizer_spec={"name": "adamw"},
-            budget={},
-            seed=seed,
-            generator=torch.Generator().manual_seed(seed),
-            run_trial=lambda o: None,  # type: ignore[arg-type,return-value]
-            create_objective=create,
-            create_optimizer=lambda o: None,  # type: ignore[arg-type,return-value]
-            record=lambda row: None,
-        )
-
     def lora_a(seed: int) -> torch.Tensor:
-        params = seeded_objective(context(seed), {"l": [0]}).init_params(torch.Generator())
+        context = text_cell_context(spec, seed)
+        params = seeded_objective(context, {"objective.layers": [0]}).init_params(torch.Generator())
         return next(v for k, v in params.items() if "lora_A" in k)
 
     torch.manual_seed(123)
