@@ -16,8 +16,9 @@ trial's optimizer (and objective) config and ``tuning.budget``, scored on the va
 gives the direction). The inner cell's own trace rows are not kept: a ``trial`` row carries the
 numbers its end row reports, averaged over the tuning seeds.
 
-Searches are cells: they go through :meth:`optkit.runner.CellRunner.run_cell` and the same
-local loop or Ray distribution (``--executor ray``) as the measured cells, write rows with
+Searches are cells: they go through :meth:`optkit.runner.CellRunner.run_cell` (under
+``--launcher ray`` side by side in the driver, each trial a Ray task: :mod:`optkit.tuning_trials`,
+:func:`optkit.runner.matrix.run_searches`), write rows with
 ``phase = "tuning"`` (``trial`` rows with ``trial`` and ``trial_config``; an ``end`` row with
 ``best_config``), and resume like hyperoptimizer cells (finished trials are kept). Once every
 search has ended, the choices go to ``tuning.json`` and each measured cell runs with its
@@ -145,7 +146,7 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
 
     The hyperoptimizer runs trials one at a time (``run_trial``) or in batches
     (``run_trials``); a batch goes to the run's launcher when ``runner`` is a
-    :class:`~optkit.tuning_trials.TrialRunner` (``ray``: one Ray task per trial), else it is
+    :class:`~optkit.runner.trial_runner.TrialRunner` (``ray``: one Ray task per trial), else it is
     ``run_trial`` in a loop (:mod:`optkit.tuning_trials`). Trials of ``previous_rows`` (an
     interrupted run's) are handed over as ``completed``, in trial order, and not rerun.
 

@@ -176,27 +176,46 @@ def run_searches(
     in flight at once: 4 optimizers x 12 random-search trials are 48 Ray tasks. Rows reach the
     run directory (under the runner's lock) as each trial and search ends.
 
+    The threads are daemons: an interrupt (Ctrl-C) ends the run at once, every finished trial
+    already written, and ``--resume`` goes on from there.
+
     Raises:
         EnvironmentProblem: from any search (the others finish first).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
+
+    start = getattr(runner.launcher, "start", None)
+    if callable(start):  # connect from this (the main) thread, e.g. ray.init
+        start()
+    problems: list[BaseException] = []
 
     def one(number: int, cell: Cell) -> None:
-        start = time.perf_counter()
+        began = time.perf_counter()
         progress(f"[{number}/{len(cells)}] {cell.key}: started")
         previous = [r for r in kept if r.get("cell") == cell.key]
-        ok, outcome = runner.run_cell(cell, previous)
+        try:
+            ok, outcome = runner.run_cell(cell, previous)
+        except BaseException as exc:  # EnvironmentProblem: raised in the calling thread
+            problems.append(exc)
+            return
         with runner.lock:
             summary.cells_run += 1
             if not ok:
                 summary.cells_failed.append(cell.key)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - began
         progress(f"[{number}/{len(cells)}] {cell.key}: {outcome} ({seconds:.1f} s)")
 
-    with ThreadPoolExecutor(max_workers=max(1, len(cells)), thread_name_prefix="search") as pool:
-        futures = [pool.submit(one, number, cell) for number, cell in enumerate(cells, 1)]
-        for future in futures:
-            future.result()
+    threads = [
+        threading.Thread(target=one, args=(n, c), name=f"search-{n}", daemon=True)
+        for n, c in enumerate(cells, 1)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():  # a timeout, so that Ctrl-C reaches this thread
+            thread.join(timeout=0.5)
+    if problems:
+        raise problems[0]
 
 
 def cell_batch(

@@ -55,6 +55,13 @@ class RayLauncher(Launcher):
         self.num_gpus_per_cell = num_gpus_per_cell
         self.max_in_flight = max_in_flight
 
+    def start(self) -> None:
+        """Connect to Ray now (from the calling thread: the driver's main thread, before the
+        ``[tuning]`` searches start launching from threads of their own)."""
+        from optkit_ray.connect import connect
+
+        connect(self.address)
+
     def launch(self, batch: CellBatch) -> None:
         from optkit_ray.cells import run_cells_on_ray
 

@@ -30,10 +30,11 @@ TASK: dict[str, Any] = {
             "parallelism": 2,
             "label": "dp",
         },
+        {"name": "sgd", "lr": 0.001},  # its first trial diverges (lr 0.037)
     ],
     "tuning": {
         "hyperoptimizer": {"name": "random_search", "trials": 4},
-        "space": {"lr": {"low": 1e-3, "high": 0.3, "log": True}},
+        "space": {"lr": {"low": 1e-5, "high": 0.1, "log": True}},
         "score": "loss",
         "seeds": [100],
         "budget": {"iterations": 5},
@@ -67,10 +68,16 @@ def runs(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 def test_ray_gives_the_trials_scores_and_choices_of_local(runs: dict[str, Path]) -> None:
     local, remote = trials(runs["local"]), trials(runs["ray"])
-    assert sorted(local) == sorted(remote) == [(m, i) for m in ("adam", "dp") for i in range(4)]
+    labels = ("adam", "dp", "sgd")
+    assert sorted(local) == sorted(remote) == [(m, i) for m in labels for i in range(4)]
     for key, row in local.items():
         assert remote[key]["trial_config"] == row["trial_config"]
-        assert remote[key]["score"] == row["score"] and remote[key]["status"] == "ok"
+        assert remote[key]["score"] == row["score"]
+        assert remote[key]["status"] == row["status"] and remote[key]["error"] == row["error"]
+    # a failed trial on a Ray worker is recorded as such, and its search goes on
+    statuses = {key: row["status"] for key, row in remote.items()}
+    assert statuses.pop(("sgd", 0)) == "diverged" and set(statuses.values()) == {"ok"}
+    assert "non-finite loss" in remote[("sgd", 0)]["error"]
     assert tuning_json(runs["ray"]) == tuning_json(runs["local"])
     assert measured(runs["ray"]) == measured(runs["local"])
 
@@ -85,15 +92,16 @@ def test_each_trial_ran_in_its_own_ray_task(runs: dict[str, Path]) -> None:
     remote = trials(runs["ray"])
     assert here not in {r["trial_pid"] for r in remote.values()}
     tasks = [r["ray_task"] for r in remote.values()]
-    assert len(set(tasks)) == len(tasks) == 8 and all(tasks)
+    assert len(set(tasks)) == len(tasks) == 12 and all(tasks)
     assert all(r["ray_node"] for r in remote.values())
     searches = [r for r in load_rows(runs["ray"]) if r["event"] == "end" and r["phase"] == "tuning"]
-    assert len(searches) == 2 and not any("ray_task" in r for r in searches)  # in the driver
+    assert len(searches) == 3 and not any("ray_task" in r for r in searches)  # in the driver
 
 
 def test_resume_on_ray_reruns_no_finished_trial(runs: dict[str, Path], tmp_path: Path) -> None:
     """A run killed while adam's search had finished trials 0 and 2 (a batch ends in any
-    order): on resume only trials 1 and 3 run, dp's search and the measured cells run."""
+    order): on resume only its trials 1 and 3 run, then the other searches and the measured
+    cells."""
     killed = tmp_path / "killed"
     killed.mkdir()
     (killed / "manifest.json").write_text((runs["ray"] / "manifest.json").read_text())
@@ -102,7 +110,7 @@ def test_resume_on_ray_reruns_no_finished_trial(runs: dict[str, Path], tmp_path:
     (killed / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     run_task(load_task(TASK), killed, resume=True, launcher="ray", progress=quiet)
     rows = [r for r in load_rows(killed) if r["event"] == "trial"]
-    assert len(rows) == 8  # no trial twice
+    assert len(rows) == 12  # no trial twice
     resumed = trials(killed)
     assert sorted(resumed) == sorted(trials(runs["ray"]))
     assert [resumed[("adam", i)]["trial_pid"] for i in (0, 2)] == [-1, -1]
