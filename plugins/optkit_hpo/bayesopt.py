@@ -27,6 +27,7 @@ botorch and gpytorch are imported inside methods only, so listing plugins stays 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from typing import Any, ClassVar, Literal
 
@@ -39,6 +40,8 @@ from optkit_hpo.trials import TrialBook, validate_counts
 
 MAX_ENUMERATED = 64
 """Most categorical combinations ``categorical = "enumerate"`` optimizes one by one."""
+GLOBAL_RNG = threading.Lock()
+"""Held while a proposal uses torch's global RNG (seeded per round): one at a time."""
 EXACT_NOISE = 1e-5
 """Noise variance of the standardized scores with ``noise = "none"``."""
 
@@ -264,6 +267,9 @@ class BoTorchSearch(HyperOptimizer):
 
         BoTorch's random draws (restarts, initial conditions) run under a forked global RNG
         seeded with ``seed``, so the proposal is deterministic and outside state untouched.
+        The global RNG is one per process, so proposals of searches running side by side in
+        threads (``--launcher ray`` runs searches in threads of the driver) take turns
+        (:data:`GLOBAL_RNG`).
         """
         from botorch.acquisition.logei import (
             qLogExpectedImprovement,
@@ -277,7 +283,7 @@ class BoTorchSearch(HyperOptimizer):
         from botorch.sampling.normal import SobolQMCNormalSampler
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        with torch.random.fork_rng(devices=[]):
+        with GLOBAL_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             start = time.perf_counter()
             train_y = -transform_scores(scores, self.score_transform).unsqueeze(-1)

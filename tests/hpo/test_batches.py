@@ -94,3 +94,38 @@ def test_batch_size_must_be_positive() -> None:
         optkit.get_registry().create(
             "hyperoptimizer", {"name": "random_search", "batch_size": 0, "space": SPACE}
         )
+
+
+@pytest.mark.bo
+def test_botorch_searches_side_by_side_in_threads_propose_as_alone(black_box: Any) -> None:
+    """``--launcher ray`` runs searches in threads of the driver; BoTorch seeds torch's one
+    global RNG per round, so its proposals must not interleave."""
+    import threading
+
+    spec = {
+        "name": "botorch",
+        "space": SPACE,
+        "trials": 6,
+        "initial_trials": 2,
+        "raw_samples": 32,
+        "num_restarts": 2,
+        "mc_samples": 32,
+    }
+    registry = optkit.get_registry()
+
+    def search(seed: int) -> list[dict[str, Any]]:
+        context, calls = black_box(bowl, seed=seed)
+        registry.create("hyperoptimizer", spec).optimize(context)
+        return calls.calls
+
+    alone = {seed: search(seed) for seed in (1, 2, 3)}
+    together: dict[int, list[dict[str, Any]]] = {}
+    threads = [
+        threading.Thread(target=lambda s=seed: together.__setitem__(s, search(s)))
+        for seed in (1, 2, 3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert together == alone
