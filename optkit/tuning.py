@@ -174,13 +174,15 @@ def run_search(runner: CellRunner, cell: TuningCell, previous_rows: list[dict[st
     # in any order, so trial 1 may be missing where trial 2 was kept), then the next ones
     free = (i for i in itertools.count() if i not in used)
 
-    def run_trial(overrides: Mapping[str, Any]) -> TrialResult:
-        return run_one(search, overrides, next(free))
-
     def run_trials(overrides: Sequence[Mapping[str, Any]]) -> list[TrialResult]:
         assert isinstance(runner, TrialRunner)
         indices = [next(free) for _ in overrides]
         return run_batch(search, runner.launcher, overrides, indices)
+
+    def run_trial(overrides: Mapping[str, Any]) -> TrialResult:
+        if isinstance(runner, TrialRunner):  # a batch of one: it runs where the others do
+            return run_trials([overrides])[0]
+        return run_one(search, overrides, next(free))
 
     completed = [result_of_row(r) for r in previous]
     batch = run_trials if isinstance(runner, TrialRunner) else None

@@ -1,7 +1,8 @@
 """Batches of [tuning] trials: ``HyperContext.run_trials`` falls back to ``run_trial`` in a
 loop; random search hands its whole plan to the launcher at once, with the same results as
-one trial at a time; a hyperoptimizer that only knows ``run_trial`` still tunes; a batch whose
-launcher fails records its trials as failed and the search goes on."""
+one trial at a time; a hyperoptimizer that only knows ``run_trial`` still tunes (each trial a
+batch of one, run where the launcher runs trials); a batch whose launcher fails records its
+trials as failed and the search goes on."""
 
 from __future__ import annotations
 
@@ -185,7 +186,7 @@ def test_a_hyperoptimizer_that_only_calls_run_trial_still_tunes(tmp_path: Path) 
     out = run_task(
         load_task(raw), tmp_path / "run", registry=registry(), progress=quiet, launcher="counting"
     ).out
-    assert Counting.sizes == []  # no batch: run_trial, one at a time, in this process
+    assert Counting.sizes == [1] * 6  # each run_trial: a batch of one, where trials run
     rows = trial_rows(out)
     for label in ("adam", "dp"):
         lrs = [rows[(label, i)]["trial_config"]["lr"] for i in range(3)]
