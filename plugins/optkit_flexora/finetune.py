@@ -82,9 +82,10 @@ class FinetuneResult:
 
     def early_stop_metrics(self, prefix: str = "") -> dict[str, Any]:
         """The metrics of the early-stopped checkpoint under the same keys as :meth:`metrics`
-        (test/val accuracy and loss taken at that checkpoint; time and size of the run)."""
+        (test/val accuracy and loss taken at that checkpoint; time, size, curves and
+        ``overfit_nats`` of the whole run)."""
         best = self.early_stopped()
-        out = self._final_metrics(prefix)
+        out = self.metrics(prefix)
         out.update(
             {
                 f"{prefix}test_accuracy": best.test_accuracy,
