@@ -42,7 +42,8 @@ class RayLauncher(Launcher):
             the cluster started with ``ray start`` here; ``"host:port"``: that cluster.
         num_cpus_per_cell / num_gpus_per_cell: resources each cell reserves (fractional
             allowed: 0.25 GPUs runs four cells on one GPU).
-        max_in_flight: at most this many cells submitted at once (``None``: all).
+        max_in_flight: at most this many cells submitted at once (``None``: all); for the
+            trials of a ``[tuning]`` phase, per search (the searches run side by side).
         """
         if num_cpus_per_cell < 0 or num_gpus_per_cell < 0:
             raise ConfigError(
