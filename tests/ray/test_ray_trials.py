@@ -44,7 +44,13 @@ TASK: dict[str, Any] = {
 
 
 def trials(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    return {(r["label"], r["trial"]): r for r in load_rows(out) if r["event"] == "trial"}
+    """The ``[tuning]`` trial rows by (label, trial number)."""
+    rows = load_rows(out)
+    return {
+        (r["label"], r["trial"]): r
+        for r in rows
+        if r["event"] == "trial" and r["phase"] == "tuning"
+    }
 
 
 def tuning_json(out: Path) -> dict[str, Any]:
@@ -118,3 +124,48 @@ def test_resume_on_ray_reruns_no_finished_trial(runs: dict[str, Path], tmp_path:
     for key, row in trials(runs["local"]).items():
         assert resumed[key]["score"] == row["score"]
     assert tuning_json(killed) == tuning_json(runs["local"])
+
+
+HYPER_TASK: dict[str, Any] = {  # as tests/core/test_tuning_hyper.py: a trial is a whole cell
+    "name": "ray-trials-hyper",
+    "seeds": [0],
+    "budget": {"iterations": 8},
+    "objective": {"name": "rosenbrock", "dim": 4},
+    "optimizer": {"name": "sgd", "lr": 1e-4},
+    "hyperoptimizers": [
+        {
+            "name": "random_search",
+            "trials": 2,
+            "space": {"optimizer.momentum": {"low": 0.0, "high": 0.9}},
+            "label": "rs2",
+        },
+    ],
+    "tuning": {
+        "hyperoptimizer": {"name": "random_search", "trials": 3},
+        "space": {"lr": {"low": 1e-5, "high": 6e-5, "log": True}},
+        "score": "best_score",
+        "seeds": [100],
+        "budget": {"iterations": 6},
+    },
+}
+
+
+def test_a_trial_that_is_a_whole_hyperoptimizer_cell_is_one_ray_task(
+    ray_session: Any, tmp_path: Path
+) -> None:
+    out = {
+        launcher: run_task(
+            load_task(HYPER_TASK), tmp_path / launcher, launcher=launcher, progress=quiet
+        ).out
+        for launcher in ("local", "ray")
+    }
+    local, remote = trials(out["local"]), trials(out["ray"])
+    assert sorted(local) == sorted(remote) == [("rs2:sgd", i) for i in range(3)]
+    for key, row in local.items():
+        assert (remote[key]["trial_config"], remote[key]["score"], remote[key]["status"]) == (
+            row["trial_config"],
+            row["score"],
+            "ok",
+        )
+    assert len({r["ray_task"] for r in remote.values()}) == 3
+    assert tuning_json(out["ray"]) == tuning_json(out["local"])
