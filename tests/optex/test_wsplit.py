@@ -19,6 +19,7 @@ from optkit.diagnose.noise_scale import fit_noise_scale
 from optkit.errors import ConfigError
 from optkit.oracle import Oracle
 from optkit.registry import get_registry
+from optkit.results import load_rows
 from optkit.tasks import check_task, load_task
 
 from .test_torch_api_batched import flat, loss_fn, minibatches, mlp
@@ -260,3 +261,22 @@ def test_the_w_split_study_tasks_check_with_every_split_of_8(name: str, seeds: i
     splits = {f"optex-P{8 // k}xK{k}" for k in (1, 2, 4, 8)}
     assert {"adam", "data_parallel-W8", "optex-mean-P8", "optex-auto", *splits} <= labels
     assert len(task.objectives) == 2  # two batch sizes around the noise scale
+
+
+def test_a_run_records_the_split_in_its_rows(tmp_path: Path) -> None:
+    """The ``eval`` rows of a run carry the split each round ran and the measured noise."""
+    task = tmp_path / "auto.toml"
+    task.write_text(
+        TASK.format(keys='workers = 4, batches_per_point = "auto"').replace(
+            "iterations = 3", "iterations = 5, eval_every = 1"
+        )
+    )
+    summary = optkit.run(task, out=tmp_path / "run")
+    assert summary.cells_run == 1 and not summary.cells_failed
+    rows = [r for r in load_rows(summary.out) if r.get("event") == "eval" and r["iteration"] > 0]
+    rows.sort(key=lambda r: r["iteration"])
+    # exact gradients: no noise measured, so K = 1 (4 points) after the 3 measuring rounds
+    assert [r["optex_batches_per_point"] for r in rows] == [4.0, 4.0, 4.0, 1.0, 1.0]
+    assert [r["optex_points"] for r in rows] == [1.0, 1.0, 1.0, 4.0, 4.0]
+    assert rows[-1]["optex_noise_scale"] == 0.0
+    assert rows[-1]["grad_evals"] == 5 * 4
