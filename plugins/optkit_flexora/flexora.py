@@ -41,6 +41,7 @@ from optkit.interfaces import (
 from optkit.oracle import Oracle
 from optkit_flexora import hypergrad, stability
 from optkit_flexora.finetune import (
+    FinetuneResult,
     lora_text_support,
     run_finetune,
     seeded_objective,
@@ -114,6 +115,7 @@ class Flexora(HyperOptimizer):
         random_control: bool = False,
         random_draws: int = 1,
         eval_every: int | None = None,
+        finetune_early_stop: bool = False,
     ) -> None:
         """Args:
         search_steps: alternating (LoRA step, gate step) pairs of stage 1 (default 100 when
@@ -143,11 +145,21 @@ class Flexora(HyperOptimizer):
             ``random_`` (draw 0), ``random_d1_``, ...
         eval_every: evaluate the fine-tunes' validation and test splits every this many
             steps (the curves and ``overfit_nats`` in the row; default: only at the end).
+        finetune_early_stop: report the final fine-tune (and the random controls) at the
+            checkpoint with the lowest validation loss, as ``lora_baselines``'
+            ``lora_early_stop`` does for LoRA on all layers; needs ``eval_every``. Not in the
+            paper or the release: the overfitting-regime study found Flexora's un-stopped
+            fine-tune overfitting at every learning rate that learns.
         """
         if random_draws < 1:
             raise ConfigError(f"flexora: random_draws must be >= 1, got {random_draws}")
         if eval_every is not None and eval_every < 1:
             raise ConfigError(f"flexora: eval_every must be >= 1, got {eval_every}")
+        if finetune_early_stop and eval_every is None:
+            raise ConfigError(
+                "flexora: finetune_early_stop needs eval_every (steps between the validation"
+                " checkpoints it stops on), e.g. eval_every = 16"
+            )
         if search_steps is not None and search_epochs is not None:
             raise ConfigError(
                 "flexora: give the search length as search_steps or search_epochs, not both"
@@ -207,6 +219,7 @@ class Flexora(HyperOptimizer):
         self.random_control = random_control
         self.random_draws = random_draws
         self.eval_every = eval_every
+        self.finetune_early_stop = finetune_early_stop
 
     def supports(self, objective: Objective, optimizer: Optimizer) -> Support:
         """A LoRA text objective; its splits are checked against the search here, so that a
@@ -314,7 +327,7 @@ class Flexora(HyperOptimizer):
             "selection_jaccard_by_step": search["jaccard_by_step"],
             **search["ablation"],
             **times,
-            **final.metrics(),
+            **self._reported(final),
         }
         for draw in range(self.random_draws if self.random_control else 0):
             release_memory(context.device)
@@ -323,11 +336,11 @@ class Flexora(HyperOptimizer):
             random_layers = sorted(int(i) for i in perm[: len(chosen.layers)])
             name = "random" if draw == 0 else f"random_d{draw}"
             control = self._finetune(context, random_layers, steps, name)
-            extras.update(control.metrics(prefix=f"{name}_"))
+            extras.update(self._reported(control, prefix=f"{name}_"))
             extras[f"{name}_layers"] = random_layers
         return HyperResult(
             best_config={"objective.layers": chosen.layers},
-            best_score=final.val_loss,
+            best_score=float(self._reported(final)["val_loss"]),
             extras=extras,
         )
 
@@ -483,6 +496,13 @@ class Flexora(HyperOptimizer):
         }
         context.record({"stage": "layer_ablation", "logits": logits.cpu().tolist(), **row})
         return row
+
+    def _reported(self, result: FinetuneResult, prefix: str = "") -> dict[str, Any]:
+        """A fine-tune's metrics: at its end, or at its best validation checkpoint with
+        ``finetune_early_stop``."""
+        if self.finetune_early_stop:
+            return result.early_stop_metrics(prefix)
+        return result.metrics(prefix)
 
     def _finetune(self, context: HyperContext, layers: list[int], steps: int, label: str) -> Any:
         objective = seeded_objective(context, {"objective.layers": layers})

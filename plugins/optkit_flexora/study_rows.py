@@ -60,7 +60,7 @@ def _row(end: Mapping[str, Any], prefix: str, method: str, draw: int, suite: str
         return end.get(f"{prefix}{key}", default)
 
     search = 0.0
-    if method == "flexora":
+    if prefix == "":  # a Flexora cell's own row: its search and selection
         search = float(end.get("search_s", 0.0)) + float(end.get("selection_s", 0.0))
     elif method == "lora_drop":
         search = float(end.get("lora_drop_search_s", 0.0))
@@ -90,15 +90,20 @@ def rows_from_end(end: Mapping[str, Any], suite: str) -> list[dict[str, Any]]:
     """The study rows of one cell's ``end`` row (Flexora or ``lora_baselines``; else none)."""
     hyper = end.get("hyperoptimizer")
     rows: list[dict[str, Any]] = []
+    random = "random"
     if hyper == "flexora":
-        rows.append(_row(end, "", "flexora", 0, suite))
+        # a Flexora label other than "flexora" (e.g. "flexora_early_stop") names its rows, and
+        # its random controls are "random[<label>]"
+        label = str(end.get("label", "flexora")).split(":", 1)[0]
+        rows.append(_row(end, "", label, 0, suite))
+        random = "random" if label == "flexora" else f"random[{label}]"
     elif hyper == "lora_baselines":
         for method in BASELINE_METHODS:
             if method != "random" and f"{method}_test_loss" in end:
                 rows.append(_row(end, f"{method}_", method, 0, suite))
     else:
         return rows
-    rows.extend(_row(end, p, "random", d, suite) for d, p in _draw_prefixes(end, "random"))
+    rows.extend(_row(end, p, random, d, suite) for d, p in _draw_prefixes(end, "random"))
     return rows
 
 

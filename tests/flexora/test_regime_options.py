@@ -93,7 +93,11 @@ def test_bad_regime_options_are_clear_errors(hyper: dict[str, Any], message: str
 
 @pytest.mark.parametrize(
     ("hyper", "message"),
-    [({"random_draws": 0}, "random_draws"), ({"eval_every": 0}, "eval_every")],
+    [
+        ({"random_draws": 0}, "random_draws"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"finetune_early_stop": True}, "finetune_early_stop needs eval_every"),
+    ],
 )
 def test_flexora_regime_options_are_validated(hyper: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -103,7 +107,13 @@ def test_flexora_regime_options_are_validated(hyper: dict[str, Any], message: st
 def test_flexora_random_control_draws_and_curves(tmp_path: Path) -> None:
     raw = tomllib.loads((TASKS / "flexora-us_debates-cpu.toml").read_text())
     raw["hyperoptimizer"].update(
-        search_steps=1, random_control=True, random_draws=2, eval_every=1, top_k=4
+        search_steps=1,
+        random_control=True,
+        random_draws=2,
+        eval_every=1,
+        top_k=4,
+        finetune_early_stop=True,
+        label="flexora_early_stop",
     )
     raw["hyperoptimizer"]["selection"] = "top_k"
     end, _rows = _end_row(raw, tmp_path)
@@ -113,11 +123,17 @@ def test_flexora_random_control_draws_and_curves(tmp_path: Path) -> None:
     for prefix in ("", "random_", "random_d1_"):
         assert len(end[f"{prefix}test_loss_curve"]) == 2  # evaluated after steps 1 and 2
         assert end[f"{prefix}overfit_nats"] >= 0.0
+        # finetune_early_stop: reported at the checkpoint with the lowest validation loss
+        val, test = end[f"{prefix}val_loss_curve"], end[f"{prefix}test_loss_curve"]
+        best = min(range(len(val)), key=lambda i: (val[i], i))
+        assert end[f"{prefix}test_loss"] == pytest.approx(test[best])
+        assert end[f"{prefix}best_val_step"] == end[f"{prefix}eval_steps"][best]
+    assert end["best_score"] == pytest.approx(min(end["val_loss_curve"]))
     rows = study_rows([tmp_path], "regime")
     assert [(r["method"], r["draw"]) for r in rows] == [
-        ("flexora", 0),
-        ("random", 0),
-        ("random", 1),
+        ("flexora_early_stop", 0),
+        ("random[flexora_early_stop]", 0),
+        ("random[flexora_early_stop]", 1),
     ]
     assert rows[0]["search_s"] > 0 and {r["layers_trained"] for r in rows} == {4}
 
