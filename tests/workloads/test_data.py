@@ -372,6 +372,9 @@ def test_an_interrupted_fetch_exits_130_and_leaves_the_cache_whole(
         env=env,
         stderr=subprocess.PIPE,
         text=True,
+        # a runner that started us in the background of a non-interactive shell passes SIGINT
+        # down ignored, and Python then never raises KeyboardInterrupt: restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not list(tmp_cache.glob("packages/*/*/")) and time.monotonic() < deadline:
