@@ -81,9 +81,16 @@ def _row(end: Mapping[str, Any], prefix: str, method: str, draw: int, suite: str
         "val_log_loss": get("val_loss"),
         "overfit_nats": get("overfit_nats"),
         "best_val_step": get("best_val_step"),
-        "lr": (end.get("optimizer_spec") or {}).get("lr"),
+        "lr": _learning_rate(end.get("optimizer_spec") or {}),
     }
     return row
+
+
+def _learning_rate(spec: Mapping[str, Any]) -> Any:
+    """The inner optimizer's learning rate: ``lr``, or a wrapper's ``base_config.lr`` (OptEx)."""
+    if "lr" in spec:
+        return spec["lr"]
+    return (spec.get("base_config") or {}).get("lr")
 
 
 def rows_from_end(end: Mapping[str, Any], suite: str) -> list[dict[str, Any]]:

@@ -49,6 +49,7 @@ ONLY_CHECKED = {
     "study-optex-wsplit-fashion-mnist.toml": "Fashion-MNIST data, a GPU",
     "study-flexora-regime-minilm.toml": "a GPU (its options: tests/flexora/test_regime_options.py)",
     "study-flexora-regime-smollm2.toml": "several GPU runs (same options as the MiniLM study)",
+    "study-flexora-regime-minilm-optex.toml": "a GPU (the MiniLM study with OptEx inside)",
 }
 """Studies this file does not run, and why (they are validated by test_task_files.py)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 from optkit_flexora.finetune import seeded_objective
-from optkit_flexora.study_rows import ROW_KEYS, paired_differences, study_rows
+from optkit_flexora.study_rows import ROW_KEYS, paired_differences, rows_from_end, study_rows
 
 import optkit
 from optkit.errors import ConfigError
@@ -169,3 +169,23 @@ def test_split_seed_seed_gives_each_cell_seed_its_own_split() -> None:
     plain = optkit.get_registry().create("objective", {**spec, "split_seed": "seed"})
     with pytest.raises(ConfigError, match="split_seed = 'seed' is resolved by the flexora"):
         plain.prepare(torch.device("cpu"), torch.float32)
+
+
+def test_rows_read_a_wrappers_learning_rate_and_name_a_flexora_label() -> None:
+    end = {
+        "event": "end",
+        "hyperoptimizer": "flexora",
+        "label": "flexora_early_stop:optex",
+        "objective": "us_debates",
+        "seed": 3,
+        "test_loss": 0.6,
+        "test_accuracy": 0.7,
+        "random_test_loss": 0.65,
+        "random_test_accuracy": 0.6,
+        "optimizer_spec": {"name": "optex", "base_config": {"lr": 0.004}, "parallelism": 4},
+    }
+    rows = rows_from_end(end, "regime")
+    assert [(r["method"], r["lr"], r["test_log_loss"]) for r in rows] == [
+        ("flexora_early_stop", 0.004, 0.6),
+        ("random[flexora_early_stop]", 0.004, 0.65),
+    ]
