@@ -15,7 +15,8 @@ drifts of the machine hit every variant alike), the median over rounds of the bl
 
 * ``plain``: ``opt.zero_grad(); loss = f(x); loss.backward(); opt.step()`` on leaf tensors;
 * ``optkit_step``: ``optimizer.step(params, state, oracle)`` of the registered ``adam`` with
-  the ``vmap`` executor (what an iteration of the runner does);
+  the ``vmap`` executor and the oracle as the runner builds it (on a GPU its finite check
+  is read one round late, ``defer_check``): what an iteration of the runner does;
 * ``run_loop``: :func:`optkit.runner.run_loop` over the whole block, timed by the
   ``wall_s`` it reports (its steps and its own per-iteration work, not its evaluations);
 * ``optkit_step_serial``: ``optkit_step`` with the ``serial`` executor (the default of a
@@ -178,7 +179,9 @@ class OptkitStep(Variant):
         self.opt = reg.create("optimizer", spec)
         self.params = obj.init_params(self.gen)
         self.state = self.opt.init(self.params)
-        self.oracle = Oracle(obj, reg.create("executor", {"name": executor}), self.gen)
+        executor_ = reg.create("executor", {"name": executor})
+        # as run_loop builds it: on a GPU each round's finite check is read one round late
+        self.oracle = Oracle(obj, executor_, self.gen, defer_check=obj.device.type == "cuda")
 
     def block(self, k: int) -> None:
         for _ in range(k):

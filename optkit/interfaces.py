@@ -266,12 +266,32 @@ BASE_RULE_ALIASES: dict[str, str] = {
 ``base_config`` table (``optex``, ``data_parallel``, ``target``): plain names tune the base."""
 
 
-@dataclass
 class StepInfo:
-    """What one optimizer iteration reports besides the new params (free-form extras)."""
+    """What one optimizer iteration reports besides the new params (free-form extras).
 
-    loss: float = float("nan")
-    extras: dict[str, float] = field(default_factory=dict)
+    ``loss`` may be given as a float or as a one-element tensor; it reads as a float either
+    way. A tensor is read (and, on a GPU, waited for) only when ``loss`` is first read, so a
+    step need not stop the host for a number the caller may not look at: the runner reads it
+    only at its evaluation rows.
+    """
+
+    __slots__ = ("_loss", "extras")
+
+    def __init__(
+        self, loss: float | torch.Tensor = float("nan"), extras: dict[str, float] | None = None
+    ) -> None:
+        self._loss = loss
+        self.extras: dict[str, float] = {} if extras is None else extras
+
+    @property
+    def loss(self) -> float:
+        """The stochastic training loss the iteration observed (read once, then kept)."""
+        if isinstance(self._loss, torch.Tensor):
+            self._loss = float(self._loss)
+        return self._loss
+
+    def __repr__(self) -> str:
+        return f"StepInfo(loss={self._loss!r}, extras={self.extras!r})"
 
 
 class Optimizer(Plugin, abc.ABC):
@@ -324,7 +344,7 @@ class FirstOrderOptimizer(Optimizer):
     def step(self, params: Params, state: Any, oracle: Oracle) -> tuple[Params, Any, StepInfo]:
         evaluation = oracle.evaluate([params])
         new_params, state = self.update(params, evaluation.grads[0], state)
-        return new_params, state, StepInfo(loss=float(evaluation.losses[0]))
+        return new_params, state, StepInfo(loss=evaluation.losses)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,13 +26,30 @@ class Oracle:
     """
 
     def __init__(
-        self, objective: Objective, executor: Executor, generator: torch.Generator
+        self,
+        objective: Objective,
+        executor: Executor,
+        generator: torch.Generator,
+        *,
+        defer_check: bool = False,
     ) -> None:
+        """Args:
+        defer_check: read each round's finite check when the *next* round begins (or at
+            :meth:`settle`) instead of at once. On a GPU the read then finds the check long
+            done, so a round costs the host no wait for the device and the device's queue
+            never drains between steps (a plain training loop never waits either). The
+            round's losses and gradients are kept until then, for the exact message, and a
+            non-finite round is reported with its own counters, one round late: a caller
+            that defers must call :meth:`settle` before it trusts or records a result
+            (:func:`optkit.runner.run_loop` does at every evaluation and at the end).
+        """
         self.objective = objective
         self.executor = executor
         self.generator = generator
         self.grad_evals = 0
         self.sequential_steps = 0
+        self.defer_check = defer_check
+        self._pending: _PendingCheck | None = None
 
     def sample_batches(self, points: Sequence[Params]) -> list[Batch]:
         """One batch per point, drawn in order with the cell's generator."""
@@ -58,42 +75,83 @@ class Oracle:
         """
         if not points:
             raise ValueError("Oracle.evaluate needs at least one point")
+        self.settle()
         if batches is None:
             batches = self.sample_batches(points)
         evaluation = self.executor.evaluate(self.objective, points, batches)
         self.grad_evals += len(points)
         if sequential:
             self.sequential_steps += 1
-        self._check_finite(evaluation)
+        probe = finite_probe(_checked_tensors(evaluation))
+        pending = _PendingCheck(
+            probe, evaluation, self.grad_evals, self.sequential_steps, self.defer_check
+        )
+        if self.defer_check:
+            self._pending = pending
+        else:
+            pending.raise_if_non_finite()
         return evaluation
 
-    def _check_finite(self, evaluation: Evaluation) -> None:
-        """One reduction per round and one host sync: :func:`finite_probe` of the losses and
-        of every gradient tensor is finite when all of them are, and non-finite when any
-        value is NaN or inf (a finite overflow only sends it to the exact check below). The
-        per-tensor checks, which name the offender, run only on that path."""
-        tensors = [evaluation.losses]
-        for grads in evaluation.grads:
-            tensors.extend(grads.values())
-        if math.isfinite(float(finite_probe(tensors))):
-            return
-        self._raise_non_finite(evaluation)
+    def settle(self) -> None:
+        """Read the finite check of a round whose check was deferred (``defer_check``), if
+        any: raises :class:`~optkit.errors.DivergenceError` for it, naming its counters.
+        Without a deferred round this does nothing."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.raise_if_non_finite()
 
-    def _raise_non_finite(self, evaluation: Evaluation) -> None:
-        losses = evaluation.losses.detach()
+
+def _checked_tensors(evaluation: Evaluation) -> list[torch.Tensor]:
+    tensors = [evaluation.losses]
+    for grads in evaluation.grads:
+        tensors.extend(grads.values())
+    return tensors
+
+
+class _PendingCheck:
+    """One round's finite check, started on the device and read by
+    :meth:`raise_if_non_finite`: :func:`finite_probe` of the losses and of every gradient
+    tensor is finite when all of them are, and non-finite when any value is NaN or inf (a
+    finite overflow only sends it to the exact per-tensor check, which names the offender).
+
+    Deferred on a GPU, the probe's one value is copied to pinned host memory without blocking
+    and an event is recorded behind it, so reading it later waits at most for that event."""
+
+    def __init__(
+        self,
+        probe: torch.Tensor,
+        evaluation: Evaluation,
+        grad_evals: int,
+        sequential_steps: int,
+        deferred: bool,
+    ) -> None:
+        self.evaluation = evaluation
+        self.grad_evals, self.sequential_steps = grad_evals, sequential_steps
+        self.event: torch.cuda.Event | None = None
+        if deferred and probe.device.type == "cuda":
+            host = torch.empty(probe.shape, dtype=probe.dtype, pin_memory=True)
+            host.copy_(probe, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+            probe = host
+        self.probe = probe
+
+    def raise_if_non_finite(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
+        if math.isfinite(float(self.probe)):
+            return
+        where = (
+            f"at gradient evaluation {self.grad_evals} (sequential step {self.sequential_steps})"
+        )
+        losses = self.evaluation.losses.detach()
         if not bool(torch.isfinite(losses).all()):
             bad = [float(v) for v in losses.tolist() if not math.isfinite(v)]
-            raise DivergenceError(
-                f"non-finite loss {bad[0]} at gradient evaluation {self.grad_evals}"
-                f" (sequential step {self.sequential_steps})"
-            )
-        for grads in evaluation.grads:
+            raise DivergenceError(f"non-finite loss {bad[0]} {where}")
+        for grads in self.evaluation.grads:
             for key, g in grads.items():
                 if not bool(torch.isfinite(g).all()):
-                    raise DivergenceError(
-                        f"non-finite gradient for parameter '{key}' at gradient evaluation"
-                        f" {self.grad_evals} (sequential step {self.sequential_steps})"
-                    )
+                    raise DivergenceError(f"non-finite gradient for parameter '{key}' {where}")
 
 
 def finite_probe(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from optkit.errors import ConfigError, DivergenceError
-from optkit.interfaces import Executor, Objective, Optimizer
+from optkit.interfaces import Executor, Objective, Optimizer, StepInfo
 from optkit.oracle import Oracle
 from optkit.progress import Progress
 from optkit.tasks import Budget
@@ -68,12 +68,18 @@ def run_loop(
     generator = torch.Generator().manual_seed(seed)
     params = objective.init_params(generator)
     state = optimizer.init(params)
-    oracle = Oracle(objective, executor, generator)
+    # On a GPU each round's finite check is read one round late (settled before every
+    # evaluation row and at the end), so steps queue their work without waiting for the device.
+    oracle = Oracle(objective, executor, generator, defer_check=device.type == "cuda")
     wall = 0.0
-    minibatch_loss = float("nan")
+    info = StepInfo()
     last_report = time.perf_counter()
 
     def evaluation(iteration: int, extras: dict[str, float]) -> dict[str, Any]:
+        oracle.settle()
+        minibatch_loss = info.loss  # read here only: on a GPU a read waits for the device
+        if math.isinf(minibatch_loss):
+            raise DivergenceError(f"minibatch loss {minibatch_loss} at iteration {iteration}")
         metrics = objective.evaluate(params)
         loss = metrics.get("loss", float("nan"))
         if not math.isfinite(float(loss)):
@@ -99,9 +105,6 @@ def run_loop(
         if reads_wall or iteration == budget.iterations:
             _sync(device)  # count the device's work in wall_s (else the next step waits for it)
         wall += time.perf_counter() - start
-        minibatch_loss = info.loss
-        if math.isinf(minibatch_loss):
-            raise DivergenceError(f"minibatch loss {minibatch_loss} at iteration {iteration}")
         out_of_time = budget.time_s is not None and wall >= budget.time_s
         final = iteration == budget.iterations or out_of_time
         if iteration % budget.eval_every == 0 or final:

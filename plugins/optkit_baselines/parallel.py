@@ -112,12 +112,12 @@ class Target(ParallelBaseline):
     summary: ClassVar[str] = "ideal parallel upper bound: N true-gradient base steps per round"
 
     def step(self, params: Params, state: Any, oracle: Oracle) -> tuple[Params, Any, StepInfo]:
-        first_loss = float("nan")
+        first_loss: float | torch.Tensor = float("nan")
         for s in range(self.parallelism):
             last = s == self.parallelism - 1
             evaluation = oracle.evaluate([params], sequential=last)
             if s == 0:
-                first_loss = float(evaluation.losses[0])
+                first_loss = evaluation.losses  # shape (1,), read when info.loss is
             params, state = self.base.update(params, evaluation.grads[0], state)
         return params, state, StepInfo(loss=first_loss)
 
@@ -132,4 +132,4 @@ class DataParallel(ParallelBaseline):
         evaluation = oracle.evaluate([params] * self.parallelism)
         grads = {k: torch.stack([g[k] for g in evaluation.grads]).mean(0) for k in params}
         params, state = self.base.update(params, grads, state)
-        return params, state, StepInfo(loss=float(evaluation.losses.mean()))
+        return params, state, StepInfo(loss=evaluation.losses.mean())

@@ -97,13 +97,12 @@ class TorchOptimizer(FirstOrderOptimizer):
     def step(
         self, params: Params, state: TorchOptState, oracle: Oracle
     ) -> tuple[Params, TorchOptState, StepInfo]:
-        """One oracle round at ``params`` and one update. The loss is read before the update
-        is queued: on a GPU the oracle's finite check has just drained the queue, so the read
-        does not wait for the update's kernels, which overlap the caller's next work."""
+        """One oracle round at ``params`` and one update. The loss stays on the device
+        (``info.loss`` reads it when asked), so with the oracle's deferred check a step
+        queues its work without waiting for the device, as a plain training loop does."""
         evaluation = oracle.evaluate([params])
-        loss = evaluation.losses.item()  # shape (1,): one point
         new_params, state = self.update(params, evaluation.grads[0], state)
-        return new_params, state, StepInfo(loss=loss)
+        return new_params, state, StepInfo(loss=evaluation.losses)  # shape (1,): one point
 
     def clone_state(self, state: TorchOptState) -> TorchOptState:
         slots = {k: v.detach().clone() for k, v in state.slots.items()}

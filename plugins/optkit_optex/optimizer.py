@@ -152,7 +152,8 @@ class OptEx(Optimizer):
         counts = planned.counts
         views = state.point_views[: len(counts)]
         evaluation = oracle.evaluate(views if len(counts) == sum(counts) else expand(views, counts))
-        # read the N losses now: the oracle's check has just drained the GPU queue
+        # the iteration's one read: the N losses (with the runner's deferred check on a GPU,
+        # it is also where the host waits for the round's gradients)
         losses = evaluation.losses.cpu()
         grads = state.flat.flatten_many(evaluation.grads)
         new, _, info = self.engine.update(state.engine, planned, grads, losses)

@@ -158,3 +158,105 @@ def test_the_timed_oracle_counts_rounds_and_seconds_and_returns_the_same_evaluat
     timed.evaluate([FINE])
     assert timed.rounds == 2 and timed.spent > 0.0
     assert torch.equal(got.losses, want.losses)
+
+
+def deferred_oracle(device: str = "cpu") -> Oracle:
+    objective = SqrtPlusLinear()
+    objective.prepare(torch.device(device), torch.float32)
+    return Oracle(objective, SerialExecutor(), torch.Generator().manual_seed(0), defer_check=True)
+
+
+ZERO_W = {"w": torch.tensor([1.0, 0.0, 1.0]), "b": torch.zeros(2)}
+
+
+def test_a_deferred_check_raises_at_the_next_round_with_the_bad_rounds_counters() -> None:
+    """``defer_check``: a non-finite round returns; the next round (before it evaluates
+    anything) raises the message the immediate check gives, with the bad round's counters."""
+    immediate = oracle(SerialExecutor())
+    immediate.evaluate([FINE])
+    with pytest.raises(DivergenceError) as now:
+        immediate.evaluate([FINE, ZERO_W])
+    orc = deferred_oracle()
+    orc.evaluate([FINE])
+    orc.evaluate([FINE, ZERO_W])  # round 2: not read yet
+    assert (orc.grad_evals, orc.sequential_steps) == (3, 2)
+    with pytest.raises(DivergenceError) as late:
+        orc.evaluate([FINE])
+    assert str(late.value) == str(now.value)
+    assert "gradient evaluation 3 (sequential step 2)" in str(late.value)
+    assert (orc.grad_evals, orc.sequential_steps) == (3, 2)  # round 3 never ran
+
+
+def test_settle_reads_the_deferred_round_once() -> None:
+    orc = deferred_oracle()
+    orc.evaluate([FINE])
+    orc.settle()  # finite: nothing
+    inf_loss = {"w": torch.ones(3), "b": torch.tensor([0.0, float("inf")])}
+    orc.evaluate([inf_loss])
+    with pytest.raises(DivergenceError, match=r"^non-finite loss inf at gradient evaluation 2"):
+        orc.settle()
+    orc.settle()  # read once: a second settle has nothing left to check
+
+
+def test_step_info_reads_a_tensor_loss_as_a_float_when_asked() -> None:
+    from optkit.interfaces import StepInfo
+
+    info = StepInfo(loss=torch.tensor([2.5]), extras={"a": 1.0})
+    assert info.loss == 2.5 and isinstance(info.loss, float)
+    assert StepInfo(loss=0.5).loss == 0.5
+    assert math.isnan(StepInfo().loss) and StepInfo().extras == {}
+
+
+@pytest.mark.gpu  # deselected without CUDA (tests/conftest.py); runs with `pytest -m gpu`
+def test_a_deferred_round_does_not_synchronise_the_host_on_cuda() -> None:
+    from optkit.testing import count_syncs
+
+    orc = deferred_oracle("cuda")
+    fine = {k: v.cuda() for k, v in FINE.items()}
+    orc.evaluate([fine])
+    orc.settle()
+    assert count_syncs(lambda: orc.evaluate([fine])) == 0
+    orc.settle()
+    orc.evaluate([{k: v.cuda() for k, v in ZERO_W.items()}])
+    with pytest.raises(DivergenceError, match=r"parameter 'w' at gradient evaluation 3"):
+        orc.settle()
+
+
+class NaNAtDraw(Objective):
+    """``sum(x^2) * c`` where the k-th minibatch draw gives c = NaN (else 1): the loss of
+    iteration k of a first-order run is NaN."""
+
+    name: ClassVar[str] = "test_nan_at_draw"
+    summary: ClassVar[str] = "oracle tests only"
+
+    def __init__(self, k: int) -> None:
+        self.k, self.draws = k, 0
+
+    def init_params(self, generator: torch.Generator) -> Params:
+        return {"x": torch.ones(4, device=self.device)}
+
+    def sample_batch(self, generator: torch.Generator, params: Params) -> torch.Tensor:
+        self.draws += 1
+        return torch.tensor(float("nan") if self.draws == self.k else 1.0, device=self.device)
+
+    def loss(self, params: Params, batch: Any) -> torch.Tensor:
+        return (params["x"] ** 2).sum() * batch
+
+    def evaluate(self, params: Params) -> dict[str, float]:
+        return {"loss": float((params["x"] ** 2).sum())}
+
+
+@pytest.mark.gpu  # deselected without CUDA (tests/conftest.py); runs with `pytest -m gpu`
+@pytest.mark.parametrize("k", [3, 10])
+def test_run_loop_on_cuda_raises_for_a_nan_round_even_the_last(k: int) -> None:
+    """On CUDA ``run_loop`` defers the oracle's check; a NaN at iteration 3 (between
+    evaluation rows) or 10 (the last) is still raised, naming that round."""
+    from optkit.registry import get_registry
+    from optkit.runner import run_loop
+    from optkit.tasks import Budget
+
+    objective = NaNAtDraw(k)
+    objective.prepare(torch.device("cuda"), torch.float32)
+    adam = get_registry().create("optimizer", {"name": "adam", "lr": 0.1})
+    with pytest.raises(DivergenceError, match=rf"non-finite loss nan at gradient evaluation {k} "):
+        run_loop(objective, adam, SerialExecutor(), 0, Budget(10, eval_every=5), "loss")
