@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 import warnings
@@ -316,6 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args))
     except OptkitError as exc:
         return _error(exc)
+    except BrokenPipeError:  # the reader went away (`optkit plugins | head`): no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+        return 141  # 128 + SIGPIPE, what a shell reports for a killed writer
     except ModuleNotFoundError as exc:  # an optional package that a plugin imports late
         from optkit.envproblems import missing_package
 

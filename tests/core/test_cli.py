@@ -142,3 +142,17 @@ def test_the_installed_executable_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "[1/2] rosenbrock|adam|0" in done.stderr  # progress goes to stderr
+
+
+def test_a_closed_pipe_ends_the_listing_quietly() -> None:
+    """`optkit plugins | head -1`: the reader goes away; no traceback, the shell's 141."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optkit.cli", "plugins"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the first write: the listing's print meets a broken pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
