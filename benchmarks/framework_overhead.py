@@ -21,7 +21,12 @@ drifts of the machine hit every variant alike), the median over rounds of the bl
   ``wall_s`` it reports (its steps and its own per-iteration work, not its evaluations);
 * ``optkit_step_serial``: ``optkit_step`` with the ``serial`` executor (the default of a
   task without an ``executor`` key); both built-in executors evaluate one point the same way;
-* ``ratio_step``, ``ratio_run_loop`` and ``ratio_step_serial``: those over ``plain``;
+* on CUDA also ``optkit_step_check_now``: ``optkit_step`` with the finite check read at once
+  (``defer_check=False``: one host sync per step), beside the deferred read;
+* on CUDA also the objective ``mlp_wide`` (width 4096, minibatch 2048, 17.8M parameters),
+  where the device's work, not the host's, bounds an iteration;
+* ``ratio_step``, ``ratio_run_loop``, ``ratio_step_serial`` (and ``ratio_step_check_now``):
+  those over ``plain``;
   ``*_min_ms`` and ``ratio_*_min``: the same from the fastest block of each (on a machine
   shared with other work, the medians move with its load);
 * on the CPU also ``*_cpu_ms`` and ``ratio_*_cpu`` (not ``run_loop``): the same from the
@@ -79,8 +84,10 @@ class BenchMLP(Objective):
     name: ClassVar[str] = "bench_mlp"
     summary: ClassVar[str] = "benchmark-only MLP"
 
-    def __init__(self, *, width: int = 512, inputs: int = 256, n: int = 8192) -> None:
-        self.width, self.inputs, self.n = width, inputs, n
+    def __init__(
+        self, *, width: int = 512, inputs: int = 256, n: int = 8192, batch: int = 128
+    ) -> None:
+        self.width, self.inputs, self.n, self.batch = width, inputs, n, batch
 
     def prepare(self, device: torch.device, dtype: torch.dtype) -> None:
         super().prepare(device, dtype)
@@ -108,7 +115,7 @@ class BenchMLP(Objective):
         }
 
     def sample_batch(self, generator: torch.Generator, params: Params) -> torch.Tensor:
-        idx = torch.randint(0, self.n, (128,), generator=generator)
+        idx = torch.randint(0, self.n, (self.batch,), generator=generator)
         return idx.to(self.device)
 
     def loss(self, params: Params, batch: torch.Tensor) -> torch.Tensor:
@@ -139,6 +146,10 @@ def objectives(small: bool, device: torch.device) -> dict[str, tuple[Objective, 
     mlp = BenchMLP(width=32, inputs=16, n=512) if small else BenchMLP()
     mlp.prepare(device, torch.float32)
     out["mlp"] = (mlp, 1e-3)
+    if device.type == "cuda" and not small:  # the device's work dominates: 17.8M parameters
+        wide = BenchMLP(width=4096, n=65536, batch=2048)
+        wide.prepare(device, torch.float32)
+        out["mlp_wide"] = (wide, 1e-4)
     return out
 
 
@@ -169,10 +180,17 @@ class Plain(Variant):
 
 
 class OptkitStep(Variant):
-    """The registered optimizer's ``step`` with an oracle over the registered ``executor``."""
+    """The registered optimizer's ``step`` with an oracle over the registered ``executor``
+    (``defer``: read each round's finite check one round late, as the runner does on a GPU;
+    ``None`` decides as the runner does)."""
 
     def __init__(
-        self, obj: Objective, spec: dict[str, Any], seed: int = 0, executor: str = "vmap"
+        self,
+        obj: Objective,
+        spec: dict[str, Any],
+        seed: int = 0,
+        executor: str = "vmap",
+        defer: bool | None = None,
     ) -> None:
         reg = get_registry()
         self.gen = torch.Generator().manual_seed(seed)
@@ -181,7 +199,8 @@ class OptkitStep(Variant):
         self.state = self.opt.init(self.params)
         executor_ = reg.create("executor", {"name": executor})
         # as run_loop builds it: on a GPU each round's finite check is read one round late
-        self.oracle = Oracle(obj, executor_, self.gen, defer_check=obj.device.type == "cuda")
+        defer = obj.device.type == "cuda" if defer is None else defer
+        self.oracle = Oracle(obj, executor_, self.gen, defer_check=defer)
 
     def block(self, k: int) -> None:
         for _ in range(k):
@@ -212,6 +231,8 @@ def iteration_cost(
         "run_loop": RunLoop(obj, spec),
         "optkit_step_serial": OptkitStep(obj, spec, executor="serial"),
     }
+    if device.type == "cuda":  # the same step reading its finite check at once (one sync)
+        variants["optkit_step_check_now"] = OptkitStep(obj, spec, defer=False)
     for v in variants.values():
         v.block(3)
     times: dict[str, list[float]] = {label: [] for label in variants}
@@ -230,8 +251,9 @@ def iteration_cost(
     out = {f"{label}_ms": 1e3 * statistics.median(ts) for label, ts in times.items()}
     out.update({f"{label}_min_ms": 1e3 * min(ts) for label, ts in times.items()})
     for key, label in RATIOS.items():
-        out[key] = out[f"{label}_ms"] / out["plain_ms"]
-        out[f"{key}_min"] = out[f"{label}_min_ms"] / out["plain_min_ms"]
+        if label in variants:
+            out[key] = out[f"{label}_ms"] / out["plain_ms"]
+            out[f"{key}_min"] = out[f"{label}_min_ms"] / out["plain_min_ms"]
     if device.type == "cpu":  # on a GPU the host's CPU time is not the iteration's cost
         out.update({f"{label}_cpu_ms": 1e3 * statistics.median(ts) for label, ts in cpu.items()})
         for key, label in RATIOS.items():
@@ -244,6 +266,7 @@ RATIOS = {
     "ratio_step": "optkit_step",
     "ratio_run_loop": "run_loop",
     "ratio_step_serial": "optkit_step_serial",
+    "ratio_step_check_now": "optkit_step_check_now",
 }
 """Ratio name -> the variant it divides by ``plain`` (``*_min``: the same of the fastest
 blocks, ``*_cpu``: of the thread's CPU time; both less sensitive to other load on a shared
@@ -380,6 +403,8 @@ def summary(result: dict[str, Any]) -> str:
                 continue
             it, so, ox = r["iteration"], r["oracle_standalone"], r["oracle_in_optex"]
             cpu = f" (CPU time: step {it['ratio_step_cpu']:.2f}x)" if "ratio_step_cpu" in it else ""
+            if "ratio_step_check_now" in it:
+                cpu += f" (check read at once: {it['ratio_step_check_now']:.2f}x)"
             lines.append(
                 f"{dev:4s} {name:18s} plain {it['plain_ms']:.3f} ms, optkit step"
                 f" {it['optkit_step_ms']:.3f} ms ({it['ratio_step']:.2f}x), run_loop"

@@ -50,6 +50,7 @@ class Oracle:
         self.sequential_steps = 0
         self.defer_check = defer_check
         self._pending: _PendingCheck | None = None
+        self._staging: _HostStaging | None = None  # reused by every deferred round on a GPU
 
     def sample_batches(self, points: Sequence[Params]) -> list[Batch]:
         """One batch per point, drawn in order with the cell's generator."""
@@ -83,9 +84,12 @@ class Oracle:
         if sequential:
             self.sequential_steps += 1
         probe = finite_probe(_checked_tensors(evaluation))
-        pending = _PendingCheck(
-            probe, evaluation, self.grad_evals, self.sequential_steps, self.defer_check
-        )
+        staging = None
+        if self.defer_check and probe.device.type == "cuda":
+            if self._staging is None or not self._staging.fits(probe):
+                self._staging = _HostStaging(probe)
+            staging = self._staging
+        pending = _PendingCheck(probe, evaluation, self.grad_evals, self.sequential_steps, staging)
         if self.defer_check:
             self._pending = pending
         else:
@@ -108,14 +112,33 @@ def _checked_tensors(evaluation: Evaluation) -> list[torch.Tensor]:
     return tensors
 
 
+class _HostStaging:
+    """A pinned host copy of a probe and an event behind it: one of each per oracle, reused
+    round after round (a round is settled before the next one stages its probe)."""
+
+    def __init__(self, probe: torch.Tensor) -> None:
+        self.host = torch.empty(probe.shape, dtype=probe.dtype, pin_memory=True)
+        self.event = torch.cuda.Event()
+
+    def fits(self, probe: torch.Tensor) -> bool:
+        return self.host.shape == probe.shape and self.host.dtype == probe.dtype
+
+    def stage(self, probe: torch.Tensor) -> torch.Tensor:
+        """Queue the copy of ``probe`` without blocking; returns the host tensor it lands in."""
+        self.host.copy_(probe, non_blocking=True)
+        self.event.record()
+        return self.host
+
+
 class _PendingCheck:
     """One round's finite check, started on the device and read by
     :meth:`raise_if_non_finite`: :func:`finite_probe` of the losses and of every gradient
     tensor is finite when all of them are, and non-finite when any value is NaN or inf (a
     finite overflow only sends it to the exact per-tensor check, which names the offender).
 
-    Deferred on a GPU, the probe's one value is copied to pinned host memory without blocking
-    and an event is recorded behind it, so reading it later waits at most for that event."""
+    Deferred on a GPU (``staging`` given), the probe's one value is copied to pinned host
+    memory without blocking, behind an event, so reading it later waits at most for that
+    event."""
 
     def __init__(
         self,
@@ -123,17 +146,13 @@ class _PendingCheck:
         evaluation: Evaluation,
         grad_evals: int,
         sequential_steps: int,
-        deferred: bool,
+        staging: _HostStaging | None,
     ) -> None:
         self.evaluation = evaluation
         self.grad_evals, self.sequential_steps = grad_evals, sequential_steps
         self.event: torch.cuda.Event | None = None
-        if deferred and probe.device.type == "cuda":
-            host = torch.empty(probe.shape, dtype=probe.dtype, pin_memory=True)
-            host.copy_(probe, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
-            probe = host
+        if staging is not None:
+            probe, self.event = staging.stage(probe), staging.event
         self.probe = probe
 
     def raise_if_non_finite(self) -> None:
