@@ -314,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            return int(args.func(args))
+            status = int(args.func(args))
+            sys.stdout.flush()  # a closed pipe surfaces here, not in the interpreter's exit
+            return status
     except OptkitError as exc:
         return _error(exc)
     except BrokenPipeError:  # the reader went away (`optkit plugins | head`): no traceback

@@ -144,8 +144,14 @@ def test_the_installed_executable_runs(tmp_path: Path) -> None:
     assert "[1/2] rosenbrock|adam|0" in done.stderr  # progress goes to stderr
 
 
-def test_a_closed_pipe_ends_the_listing_quietly() -> None:
-    """`optkit plugins | head -1`: the reader goes away; no traceback, the shell's 141."""
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_closed_pipe_ends_the_listing_quietly(
+    unbuffered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`optkit plugins | head -1`: the reader goes away; no traceback, the shell's 141. With
+    stdout buffered (the usual case for a pipe) the listing fits the buffer and the broken
+    pipe shows only when it is flushed; unbuffered, at the first print."""
+    monkeypatch.setenv("PYTHONUNBUFFERED", unbuffered)
     proc = subprocess.Popen(
         [sys.executable, "-m", "optkit.cli", "plugins"],
         stdout=subprocess.PIPE,
