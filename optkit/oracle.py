@@ -125,8 +125,8 @@ class _HostStaging:
 
     def stage(self, probe: torch.Tensor) -> torch.Tensor:
         """Queue the copy of ``probe`` without blocking; returns the host tensor it lands in."""
-        self.host.copy_(probe, non_blocking=True)
-        self.event.record()
+        self.host.copy_(probe, non_blocking=True)  # on the probe's device's current stream
+        self.event.record(torch.cuda.current_stream(probe.device))
         return self.host
 
 
