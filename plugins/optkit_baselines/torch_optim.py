@@ -53,6 +53,22 @@ class TorchOptState:
         return True
 
 
+def copy_out(slots: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Fresh copies of ``slots``, value for value. Several tensors on one CUDA device with
+    one dtype are copied by one multi-tensor launch (``x * 1`` is exact for every float,
+    -0.0, inf and NaN included) instead of one ``clone`` launch each: on a host-bound loop
+    each launch saved is host time saved. Elsewhere each is cloned."""
+    first = slots[0]
+    if (
+        len(slots) > 1
+        and first.is_cuda
+        and first.is_floating_point()
+        and all(t.device == first.device and t.dtype == first.dtype for t in slots)
+    ):
+        return list(torch._foreach_mul(slots, 1.0))
+    return [t.clone() for t in slots]
+
+
 class TorchOptimizer(FirstOrderOptimizer):
     """Base for optimizers defined by a ``torch.optim`` class and its keyword arguments."""
 
@@ -85,12 +101,10 @@ class TorchOptimizer(FirstOrderOptimizer):
             g = grads[key]
             slot.grad = g if g.dtype == slot.dtype else g.to(slot.dtype)
         state.optimizer.step()
-        out: Params = {}
-        issued: dict[str, tuple[weakref.ref[torch.Tensor], int]] = {}
-        for key, slot in state.slots.items():
+        for slot in state.slots.values():
             slot.grad = None
-            copied = out[key] = slot.clone()
-            issued[key] = (weakref.ref(copied), copied._version)
+        out = dict(zip(state.slots, copy_out(list(state.slots.values())), strict=True))
+        issued = {key: (weakref.ref(t), t._version) for key, t in out.items()}
         state.issued = issued
         return out, state
 

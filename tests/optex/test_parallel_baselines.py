@@ -200,3 +200,29 @@ def test_torch_kwargs_ignore_attributes_that_are_not_config() -> None:
     }
     state = opt.init({"x": torch.ones(3)})
     assert state.optimizer.defaults["lr"] == 0.05
+
+
+@pytest.mark.gpu  # deselected without CUDA (tests/conftest.py); runs with `pytest -m gpu`
+def test_copy_out_on_cuda_is_exact_and_fresh_in_one_launch() -> None:
+    """Several CUDA slots are copied by one multi-tensor launch: bit for bit (-0.0, inf and
+    NaN included), into fresh storage; and an update on CUDA keeps its input untouched."""
+    from optkit_baselines.torch_optim import copy_out
+
+    special = torch.tensor([-0.0, 0.0, float("inf"), -float("inf"), float("nan"), 1e-45, 3.0])
+    slots = [special.cuda(), torch.randn(4, 3, device="cuda"), torch.ones(2, device="cuda")]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        copies = copy_out(slots)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) == 1, [e.name for e in kernels]
+    for src, dst in zip(slots, copies, strict=True):
+        assert dst.data_ptr() != src.data_ptr()
+        assert torch.equal(src.view(torch.int32), dst.view(torch.int32))  # bits, NaN included
+    opt = REG.create("optimizer", {"name": "adam", "lr": 0.1})
+    start = {"a": torch.linspace(-1, 1, 7, device="cuda"), "b": torch.ones(2, 3, device="cuda")}
+    before = {k: v.clone() for k, v in start.items()}
+    out, state = opt.update(
+        start, {k: torch.ones_like(v) for k, v in start.items()}, opt.init(start)
+    )
+    assert state.holds(out) and all(torch.equal(start[k], before[k]) for k in start)
+    assert all(not torch.equal(out[k], start[k]) for k in start)
