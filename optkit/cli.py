@@ -5,7 +5,7 @@
     optkit run TASK.toml [--out DIR] [--set KEY=VALUE ...] [--resume] [--launcher NAME]
     optkit bench TASK.toml [--out DIR] [--resume] [--set KEY=VALUE ...] [--launcher NAME]
     optkit report DIR [--metric NAME] [--x sequential_steps|grad_evals|wall_s|iteration]
-                      [--format table|json]
+                      [--format table|json] [--versus LABEL]
     optkit diagnose noise TASK.toml [--sizes 8,32,128] [--draws 32] [--set KEY=VALUE ...]
     optkit data list | fetch NAME... | fetch --all
 
@@ -151,14 +151,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from optkit.comparisons.table import format_comparison
     from optkit.report import report
 
+    comparison = compare(args.dir, metric=args.metric, versus=args.versus)  # checks --versus
     if args.format == "json":  # stdout holds the JSON list only; nothing is written
-        rows = compare(args.dir, metric=args.metric).to_json()
-        print(json.dumps(rows, indent=2, allow_nan=False))
+        print(json.dumps(comparison.to_json(), indent=2, allow_nan=False))
         return 0
-    table, figure = report(args.dir, metric=args.metric, x=args.x)
+    table, figure = report(args.dir, metric=args.metric, x=args.x, versus=args.versus)
     print(table)
     print()
-    print(format_comparison(compare(args.dir, metric=args.metric)))
+    print(format_comparison(comparison))
     print(f"figure: {figure}")
     return 0
 
@@ -267,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="table",
         help="table: print tables, write report.md and figures; json: print one JSON row per"
         " (objective, method) with 95%% bootstrap CIs over seeds, write nothing",
+    )
+    p.add_argument(
+        "--versus",
+        default=None,
+        metavar="LABEL",
+        help="also give every method's steps to target over this method's, paired by seed"
+        " (e.g. --versus data_parallel-W8)",
     )
     p.set_defaults(func=cmd_report)
 

@@ -194,9 +194,14 @@ def format_table(lines: list[Line]) -> str:
 
 
 def report(
-    run_dir: str | Path, *, metric: str | None = None, x: str = "sequential_steps"
+    run_dir: str | Path,
+    *,
+    metric: str | None = None,
+    x: str = "sequential_steps",
+    versus: str | None = None,
 ) -> tuple[str, Path]:
-    """Write ``report.md`` and one ``<metric>-vs-<x>.png`` per metric shown into ``run_dir``.
+    """Write ``report.md`` and one ``<metric>-vs-<x>.png`` per metric shown into ``run_dir``
+    (``versus``: a method label for the paired steps-ratio column of the comparison).
 
     Returns:
         The table, and the figure of ``metric`` (else of the first objective's metric); every
@@ -228,19 +233,19 @@ def report(
     links = "\n\n".join(f"![{f.stem}]({f.name})" for f in figures)
     atomic_write_text(
         run_dir / "report.md",
-        f"# {task}\n\n{table}\n\n{links}\n\n{comparison_section(run_dir, metric)}",
+        f"# {task}\n\n{table}\n\n{links}\n\n{comparison_section(run_dir, metric, versus)}",
     )
     return table, figure
 
 
-def comparison_section(run_dir: Path, metric: str | None) -> str:
+def comparison_section(run_dir: Path, metric: str | None, versus: str | None = None) -> str:
     """The part of ``report.md`` from :mod:`optkit.comparisons`: the table with 95% bootstrap
     CIs and targets, and the performance profile (written beside it) for several objectives."""
     from optkit.comparisons import compare
     from optkit.comparisons.profile import plot_profile
     from optkit.comparisons.table import format_comparison
 
-    comparison = compare(run_dir, metric=metric)
+    comparison = compare(run_dir, metric=metric, versus=versus)
     text = f"## Comparison over seeds\n\n{format_comparison(comparison)}\n"
     profile = plot_profile(comparison, run_dir / "profile-steps_to_target.png")
     if profile is not None:

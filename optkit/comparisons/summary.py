@@ -10,7 +10,9 @@ For each row, over the method's measured seeds:
 * ``ratio_to_reference``: the method's steps to target over the reference's, as a ratio of
   means over the seeds on which *both* reach it, with a *paired* bootstrap CI (seed ``s`` of
   the method always against seed ``s`` of the reference); ``None`` when the target is a fixed
-  ``value`` (no reference).
+  ``value`` (no reference);
+* ``ratio_to_versus`` (only when asked for, ``versus=LABEL``): the same paired ratio against
+  another method of the same objective, for example OptEx against tuned data_parallel.
 
 Intervals are percentile-bootstrap intervals over seeds (:mod:`optkit.comparisons.bootstrap`).
 """
@@ -31,6 +33,7 @@ from optkit.comparisons.bootstrap import (
 )
 from optkit.comparisons.measured import Measured, load_measured
 from optkit.comparisons.targets import TargetSpec, first_reach, per_seed_targets, target_spec
+from optkit.errors import ConfigError
 
 JSON_KEYS = (
     "objective",
@@ -73,10 +76,11 @@ class ComparisonRow:
     wall_to_target: ToTarget
     grad_evals_to_target: ToTarget
     ratio_to_reference: Interval | None
+    ratio_to_versus: Interval | None = None
 
     def to_json(self) -> dict[str, Any]:
-        ratio = self.ratio_to_reference
-        return {
+        ratio, versus = self.ratio_to_reference, self.ratio_to_versus
+        out = {
             "objective": self.objective,
             "label": self.label,
             "tuned": dict(self.tuned),
@@ -86,6 +90,9 @@ class ComparisonRow:
             "ratio_to_reference": None if ratio is None else ratio.to_json(),
             "grad_evals_to_target": self.grad_evals_to_target.to_json(),
         }
+        if versus is not None:
+            out["ratio_to_versus"] = versus.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class Comparison:
     rows: list[ComparisonRow]
     targets: dict[str, TargetSpec]
     maximize: dict[str, bool]
+    versus: str | None = None
 
     def to_json(self) -> list[dict[str, Any]]:
         return [row.to_json() for row in self.rows]
@@ -136,37 +144,60 @@ def _final(measured: Measured, objective: str, label: str, metric: str) -> list[
     return [float(v) for v in values if v is not None]
 
 
+def paired_steps_ratio(
+    mine: dict[Any, float | None], theirs: dict[Any, float | None], resamples: int, seed: int
+) -> Interval:
+    """Steps to target of one method over another's: a ratio of means over the seeds on
+    which both reach the target, with a paired bootstrap CI."""
+    paired = [s for s, c in mine.items() if c is not None and theirs.get(s) is not None]
+    return paired_bootstrap(
+        np.array([mine[s] for s in paired], dtype=float),
+        np.array([theirs[s] for s in paired], dtype=float),
+        resamples=resamples,
+        seed=seed,
+    )
+
+
 def compare_measured(
-    measured: Measured, *, metric: str | None = None, resamples: int = RESAMPLES, seed: int = 0
+    measured: Measured,
+    *,
+    metric: str | None = None,
+    versus: str | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> Comparison:
     """The :class:`Comparison` of grouped measured runs (see the module docstring).
 
     Args:
         metric: the metric for objectives of a task without ``[target]`` (else the primary).
+        versus: a method label: every row also gets ``ratio_to_versus``, its steps to target
+            over that method's, paired by seed.
         resamples / seed: of the bootstrap (fixed seed: reports are reproducible).
+
+    Raises:
+        ConfigError: ``versus`` is not a method of every objective (the labels are named).
     """
     rows: list[ComparisonRow] = []
     specs: dict[str, TargetSpec] = {}
     maximize: dict[str, bool] = {}
     for objective in measured.objectives():
+        labels = measured.labels(objective)
+        if versus is not None and versus not in labels:
+            raise ConfigError(
+                f"--versus '{versus}' is not a method of objective '{objective}' in these"
+                f" results; its methods: {', '.join(labels)}"
+            )
         spec = specs[objective] = target_spec(measured, objective, metric)
         maximize[objective] = measured.maximize(objective, spec.metric)
         targets = per_seed_targets(measured, objective, spec)
-        costs = {
-            label: _costs(measured, objective, label, spec, targets)
-            for label in measured.labels(objective)
-        }
+        costs = {label: _costs(measured, objective, label, spec, targets) for label in labels}
         reference = costs.get(spec.reference or "") if spec.reference is not None else None
-        for label in measured.labels(objective):
+        for label in labels:
+            steps = costs[label]["steps"]
             ratio = None
             if spec.reference is not None:
-                mine, theirs = costs[label]["steps"], (reference or {}).get("steps", {})
-                paired = [s for s, c in mine.items() if c is not None and theirs.get(s) is not None]
-                ratio = paired_bootstrap(
-                    np.array([mine[s] for s in paired], dtype=float),
-                    np.array([theirs[s] for s in paired], dtype=float),
-                    resamples=resamples,
-                    seed=seed,
+                ratio = paired_steps_ratio(
+                    steps, (reference or {}).get("steps", {}), resamples, seed
                 )
             rows.append(
                 ComparisonRow(
@@ -179,21 +210,27 @@ def compare_measured(
                         resamples=resamples,
                         seed=seed,
                     ),
-                    steps_to_target=_to_target(costs[label]["steps"], resamples, seed),
+                    steps_to_target=_to_target(steps, resamples, seed),
                     wall_to_target=_to_target(costs[label]["wall"], resamples, seed),
                     grad_evals_to_target=_to_target(costs[label]["grad_evals"], resamples, seed),
                     ratio_to_reference=ratio,
+                    ratio_to_versus=None
+                    if versus is None
+                    else paired_steps_ratio(steps, costs[versus]["steps"], resamples, seed),
                 )
             )
-    return Comparison(rows, specs, maximize)
+    return Comparison(rows, specs, maximize, versus)
 
 
 def compare(
     run_dir: str | Path,
     *,
     metric: str | None = None,
+    versus: str | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> Comparison:
     """:func:`compare_measured` over a run directory (rows, manifest and tuning.json)."""
-    return compare_measured(load_measured(run_dir), metric=metric, resamples=resamples, seed=seed)
+    return compare_measured(
+        load_measured(run_dir), metric=metric, versus=versus, resamples=resamples, seed=seed
+    )

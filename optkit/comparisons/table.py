@@ -46,16 +46,25 @@ def _tuned(tuned: dict[str, Any]) -> str:
 
 
 def format_comparison(comparison: Comparison) -> str:
-    """The Markdown table (one line per row of the comparison) and its reading note."""
-    out = [HEADER, "|" + "---|" * 9]
+    """The Markdown table (one line per row of the comparison) and its reading note; with a
+    ``versus`` method, one more column: steps to target over that method's, paired."""
+    header, columns = HEADER, 9
+    if comparison.versus is not None:
+        header += f" steps / {comparison.versus} |"
+        columns += 1
+    out = [header, "|" + "---|" * columns]
     for row in comparison.rows:
         spec = comparison.targets[row.objective]
         target = spec.describe(comparison.maximize[row.objective])
-        out.append(
+        line = (
             f"| {row.objective} | {row.label} | {_tuned(row.tuned)} | {target} |"
             f" {format_interval(row.final)} | {format_to_target(row.steps_to_target)} |"
             f" {format_to_target(row.wall_to_target, 3)} |"
             f" {format_to_target(row.grad_evals_to_target)} |"
             f" {format_interval(row.ratio_to_reference, 3)} |"
         )
-    return "\n".join(out) + "\n\n" + NOTE
+        if comparison.versus is not None:
+            line += f" {format_interval(row.ratio_to_versus, 3)} |"
+        out.append(line)
+    note = NOTE if comparison.versus is None else NOTE.replace("steps ratio is", "steps ratios are")
+    return "\n".join(out) + "\n\n" + note

@@ -24,7 +24,7 @@ from optkit.comparisons.measured import group
 from optkit.comparisons.profile import performance_profile, plot_profile, profile_costs
 from optkit.comparisons.summary import compare_measured
 from optkit.comparisons.table import format_comparison
-from optkit.errors import ResultsError
+from optkit.errors import ConfigError, ResultsError
 from optkit.report import report
 
 # ------------------------------------------------------------------ bootstrap
@@ -150,6 +150,32 @@ def test_reference_targets_are_paired_by_seed_and_reached_is_counted() -> None:
     assert fast["ratio_to_reference"] == {"mean": 0.5, "ci_low": None, "ci_high": None}
     assert ref["ratio_to_reference"]["mean"] == 1.0
     assert ref["final"]["mean"] == 2.0 and fast["final"]["mean"] == pytest.approx(1.6)
+
+
+def test_versus_pairs_every_method_with_the_named_one_by_seed() -> None:
+    """``versus``: each row's steps to target over the named method's, on the seeds where
+    both reach it (here the reference ends at 3.0 on seed 0 and 1.0 on seed 1)."""
+    rows = [
+        *curve("q", "ref", 0, [9.0, 5.0, 3.0]),
+        *curve("q", "ref", 1, [9.0, 2.0, 1.0]),
+        *curve("q", "fast", 0, [9.0, 2.5, 2.0]),  # step 10 on seed 0
+        *curve("q", "fast", 1, [9.0, 0.5, 0.4]),  # step 10 on seed 1
+        *curve("q", "mid", 0, [9.0, 4.0, 2.9]),  # step 20 on seed 0
+        *curve("q", "mid", 1, [9.0, 0.9, 0.8]),  # step 10 on seed 1
+    ]
+    measured = group(rows, {"target": {"reference": "ref", "metric": "loss"}})
+    plain = compare_measured(measured)
+    assert all("ratio_to_versus" not in r.to_json() for r in plain.rows)  # only when asked
+    comparison = compare_measured(measured, versus="fast")
+    by_label = {r.label: r.to_json() for r in comparison.rows}
+    assert by_label["mid"]["ratio_to_versus"]["mean"] == pytest.approx((20 + 10) / (10 + 10))
+    assert by_label["ref"]["ratio_to_versus"]["mean"] == pytest.approx((20 + 20) / (10 + 10))
+    assert by_label["fast"]["ratio_to_versus"]["mean"] == 1.0
+    table = format_comparison(comparison)
+    assert "| steps / fast |" in table.splitlines()[0]
+    assert table.splitlines()[1].count("---") == 10
+    with pytest.raises(ConfigError, match=r"--versus 'nope' .* its methods: ref, fast, mid"):
+        compare_measured(measured, versus="nope")
 
 
 def with_acc(rows: list[dict], values: list[float], **extra: Any) -> list[dict]:
@@ -292,6 +318,21 @@ def test_report_json_rows_have_exactly_the_documented_keys(
     fast = rows[1]
     assert fast["ratio_to_reference"]["mean"] < 1.0  # lr 0.1 gets to slow's final sooner
     assert not (run_dir / "profile-steps_to_target.png").exists()  # json mode writes nothing
+
+
+def test_report_versus_adds_the_paired_column_and_refuses_an_unknown_label(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", str(run_dir), "--format", "json", "--versus", "fast"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["ratio_to_versus"]["mean"] for r in rows[1::2]] == [1.0, 1.0]  # fast vs itself
+    assert all(r["ratio_to_versus"]["mean"] > 1.0 for r in rows[0::2])  # slow takes longer
+    before = (run_dir / "report.md").read_text() if (run_dir / "report.md").exists() else None
+    assert main(["report", str(run_dir), "--versus", "nope"]) != 0
+    err = capsys.readouterr().err
+    assert "--versus 'nope'" in err and "slow, fast" in err
+    after = (run_dir / "report.md").read_text() if (run_dir / "report.md").exists() else None
+    assert after == before  # nothing written
 
 
 def test_report_reads_target_and_tuning_files(run_dir: Path, tmp_path: Path) -> None:
