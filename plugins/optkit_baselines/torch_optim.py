@@ -54,18 +54,20 @@ class TorchOptState:
 
 
 def copy_out(slots: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Fresh copies of ``slots``, value for value. Several tensors on one CUDA device with
-    one dtype are copied by one multi-tensor launch (``x * 1`` is exact for every float,
-    -0.0, inf and NaN included) instead of one ``clone`` launch each: on a host-bound loop
-    each launch saved is host time saved. Elsewhere each is cloned."""
+    """Fresh copies of ``slots``, bit for bit. Several tensors on one CUDA device with one
+    dtype are copied by one multi-tensor launch (``_foreach_copy_`` into fresh ``empty_like``
+    tensors, which launch nothing) instead of one ``clone`` launch each: on a host-bound loop
+    each launch saved is host time saved. Elsewhere each is cloned. (``x * 1`` would also be
+    one launch, but it does not keep a NaN's payload bits on CUDA: measured on an H100.)"""
     first = slots[0]
     if (
         len(slots) > 1
         and first.is_cuda
-        and first.is_floating_point()
         and all(t.device == first.device and t.dtype == first.dtype for t in slots)
     ):
-        return list(torch._foreach_mul(slots, 1.0))
+        copies = [torch.empty_like(t) for t in slots]
+        torch._foreach_copy_(copies, slots)
+        return copies
     return [t.clone() for t in slots]
 
 

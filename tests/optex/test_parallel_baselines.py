@@ -209,6 +209,7 @@ def test_copy_out_on_cuda_is_exact_and_fresh_in_one_launch() -> None:
     from optkit_baselines.torch_optim import copy_out
 
     special = torch.tensor([-0.0, 0.0, float("inf"), -float("inf"), float("nan"), 1e-45, 3.0])
+    special[4:5].view(torch.int32).fill_(0x7FC00001)  # a NaN with a payload: kept bit for bit
     slots = [special.cuda(), torch.randn(4, 3, device="cuda"), torch.ones(2, device="cuda")]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         copies = copy_out(slots)
