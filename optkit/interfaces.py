@@ -230,7 +230,9 @@ class SizedBatches(Protocol):
             synthetic gradient noise.
 
     and :meth:`sample_batch_of_size`. Contract: ``sample_batch(g, p)`` draws exactly what
-    ``sample_batch_of_size(g, p, batch_size)`` draws; examples are i.i.d. (drawn with
+    ``sample_batch_of_size(g, p, batch_size)`` draws (an objective whose data grows as it
+    trains, such as DQN's replay buffer, may first add to it in ``sample_batch``; the sized
+    draw itself never does); examples are i.i.d. (drawn with
     replacement), so a size-``b`` batch's gradient has covariance ``Sigma / b`` for the
     per-example covariance ``Sigma``; batches of one size have one structure and leaf shapes
     (vmap stacks them). Check with :func:`sized_batches`.

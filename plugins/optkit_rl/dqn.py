@@ -187,8 +187,22 @@ class DQN(RLObjective):
             raise ConfigError(f"objective '{self.name}': call init_params before sample_batch")
         for _ in range(self.steps_per_eval):
             self._collect(generator, params, explore=self.epsilon())
+        return self.sample_batch_of_size(generator, params, self.batch_size)
+
+    def sample_batch_of_size(
+        self, generator: torch.Generator, params: Params, size: int
+    ) -> dict[str, torch.Tensor]:
+        """``size`` transitions drawn uniformly with replacement from the replay buffer as it
+        stands, with their TD targets (:class:`~optkit.interfaces.SizedBatches`): no
+        interaction with the env, so the buffer is the data set of the point and repeated
+        draws are i.i.d. (what ``optkit diagnose noise`` measures). :meth:`sample_batch` is
+        the env steps of one gradient evaluation, then this at ``batch_size``."""
+        if self._target is None:
+            raise ConfigError(f"objective '{self.name}': call init_params before sample_batch")
+        if size < 1:
+            raise ConfigError(f"objective '{self.name}': a batch needs size >= 1, got {size}")
         idx = torch.randint(
-            self.buffer.size, (self.batch_size,), generator=generator, device=generator.device
+            self.buffer.size, (size,), generator=generator, device=generator.device
         ).numpy(force=True)
         return self._td_batch(idx)
 

@@ -229,3 +229,37 @@ def test_shakespeare_batches_have_a_chosen_size(registry: Registry) -> None:
     assert torch.equal(a, b)
     norms = minibatch_sq_norms(obj, params, torch.Generator().manual_seed(1), 32, 3)
     assert norms.shape == (3,) and np.all(norms > 0)
+
+
+def test_dqn_replay_batches_have_a_chosen_size_and_a_noise_scale(registry: Registry) -> None:
+    """DQN's sized draw samples the replay buffer as it stands (no env steps); its
+    ``sample_batch`` is the env steps of one evaluation, then the same draw; and ``optkit
+    diagnose noise`` measures the noise (tr Sigma > 0) and the gradient (|G|^2 > 0) on real
+    CartPole transitions."""
+    spec = {"name": "dqn", "learning_starts": 64, "batch_size": 8, "target_update": 50}
+    obj = registry.create("objective", spec)
+    obj.prepare(torch.device("cpu"), torch.float32)
+    assert sized_batches(obj)
+    params = obj.init_params(torch.Generator().manual_seed(0))
+    filled = obj.buffer.size  # type: ignore[attr-defined]
+    big = obj.sample_batch_of_size(torch.Generator().manual_seed(3), params, 32)  # type: ignore[attr-defined]
+    assert big["obs"].shape[0] == big["action"].shape[0] == big["target"].shape[0] == 32
+    assert obj.buffer.size == filled  # type: ignore[attr-defined]  # no interaction
+    obj.sample_batch(torch.Generator().manual_seed(3), params)
+    assert obj.buffer.size > filled  # type: ignore[attr-defined]  # sample_batch steps the env
+    with pytest.raises(ConfigError, match="size >= 1"):
+        obj.sample_batch_of_size(torch.Generator(), params, 0)  # type: ignore[attr-defined]
+    task = load_task(
+        {
+            "name": "dqn-noise",
+            "seeds": [0],
+            "budget": {"iterations": 10},
+            "objective": spec,
+            "optimizers": [{"name": "adam", "lr": 0.001}],
+            "executor": {"name": "vmap"},
+        }
+    )
+    (report,) = diagnose_noise(task, draws=8)
+    assert report.batch_size == 8
+    for _, est in report.at.values():
+        assert est is not None and est.trace_sigma > 0 and est.grad_sq > 0
