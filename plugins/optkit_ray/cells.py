@@ -86,7 +86,14 @@ def run_cells_on_ray(
             on_result(rows)
             delivered += 1
     finally:
-        for ref in in_flight:  # interrupted or failed: stop what is still running
+        # Interrupted or failed: stop what is still running. Only tasks not yet finished are
+        # cancelled: force-cancelling a task as it completes can trip a fatal check in Ray's
+        # task manager ("Tried to complete task that was not pending", seen once in a CI run
+        # with ray 2.60), which aborts the driver process.
+        running = list(in_flight)
+        if running:
+            _, running = ray.wait(running, num_returns=len(running), timeout=0)
+        for ref in running:
             # force: a plain cancel raises KeyboardInterrupt inside the task, which can land in
             # the middle of an import (torch's lazy `torch._dynamo`, seen under load) and leave
             # the reused worker with a half-initialized module that breaks every later cell.
