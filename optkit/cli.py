@@ -135,10 +135,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from optkit.comparisons import compare
         from optkit.comparisons.table import format_comparison
 
-        table, figure = report(summary.out, metric=args.metric, x=args.x)
+        comparison = compare(summary.out, metric=args.metric)
+        table, figure = report(summary.out, metric=args.metric, x=args.x, comparison=comparison)
         print(table)
         print()
-        print(format_comparison(compare(summary.out, metric=args.metric)))
+        print(format_comparison(comparison))
         print(f"figure: {figure}")
     if summary.cells_failed:
         print("failed cells: " + ", ".join(summary.cells_failed), file=sys.stderr)
@@ -155,7 +156,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "json":  # stdout holds the JSON list only; nothing is written
         print(json.dumps(comparison.to_json(), indent=2, allow_nan=False))
         return 0
-    table, figure = report(args.dir, metric=args.metric, x=args.x, versus=args.versus)
+    table, figure = report(args.dir, metric=args.metric, x=args.x, comparison=comparison)
     print(table)
     print()
     print(format_comparison(comparison))

@@ -15,13 +15,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optkit.comparisons.measured import is_measured
 from optkit.comparisons.targets import reaches
 from optkit.errors import ConfigError
 from optkit.figures import plot_metrics
 from optkit.results import atomic_write_text, load_rows
+
+if TYPE_CHECKING:
+    from optkit.comparisons.summary import Comparison
 
 X_AXES = ("sequential_steps", "grad_evals", "wall_s", "iteration")
 
@@ -198,10 +201,11 @@ def report(
     *,
     metric: str | None = None,
     x: str = "sequential_steps",
-    versus: str | None = None,
+    comparison: Comparison | None = None,
 ) -> tuple[str, Path]:
     """Write ``report.md`` and one ``<metric>-vs-<x>.png`` per metric shown into ``run_dir``
-    (``versus``: a method label for the paired steps-ratio column of the comparison).
+    (``comparison``: the one :func:`optkit.comparisons.compare` gave for these results, when
+    the caller has it already, e.g. with a ``versus`` column; else computed here).
 
     Returns:
         The table, and the figure of ``metric`` (else of the first objective's metric); every
@@ -233,19 +237,22 @@ def report(
     links = "\n\n".join(f"![{f.stem}]({f.name})" for f in figures)
     atomic_write_text(
         run_dir / "report.md",
-        f"# {task}\n\n{table}\n\n{links}\n\n{comparison_section(run_dir, metric, versus)}",
+        f"# {task}\n\n{table}\n\n{links}\n\n{comparison_section(run_dir, metric, comparison)}",
     )
     return table, figure
 
 
-def comparison_section(run_dir: Path, metric: str | None, versus: str | None = None) -> str:
+def comparison_section(
+    run_dir: Path, metric: str | None, comparison: Comparison | None = None
+) -> str:
     """The part of ``report.md`` from :mod:`optkit.comparisons`: the table with 95% bootstrap
     CIs and targets, and the performance profile (written beside it) for several objectives."""
     from optkit.comparisons import compare
     from optkit.comparisons.profile import plot_profile
     from optkit.comparisons.table import format_comparison
 
-    comparison = compare(run_dir, metric=metric, versus=versus)
+    if comparison is None:
+        comparison = compare(run_dir, metric=metric)
     text = f"## Comparison over seeds\n\n{format_comparison(comparison)}\n"
     profile = plot_profile(comparison, run_dir / "profile-steps_to_target.png")
     if profile is not None:
