@@ -7,7 +7,9 @@ carrying the MNIST cache)::
         python3 benchmarks/optex_gpu.py --out $OUT/optex-gpu.json
 
 Objectives (all registered): Rosenbrock at d = 1e5 and 1e6 (exact gradients, Adam lr 0.01)
-and ``mnist`` with the MLP (minibatch 128, Adam lr 1e-3; its data must be cached). Variants,
+and ``mnist`` with the MLP (minibatch 128, Adam lr 1e-3; its data must be cached); with
+``--networks`` also issue 19's Fashion-MNIST CNN and Shakespeare transformer at batch 256
+(``--only a,b`` keeps the named objectives). Variants,
 N = 8, ``vmap`` executor: ``vanilla`` (the framework's ``adam``), ``raw_adam`` (a plain eager
 ``torch.optim.Adam`` loop outside the framework), ``optex`` (defaults) and option variants of
 it, ``data_parallel`` and ``target``. A variant whose config the installed optimizer rejects
@@ -64,6 +66,17 @@ def timed(fn: Callable[[], Any], device: torch.device, reps: int, warm: int = 3)
         if i >= warm:
             out.append(time.perf_counter() - t)
     return statistics.median(out)
+
+
+NETWORKS: dict[str, tuple[dict[str, Any], float]] = {
+    # the models of tasks/study-optex-networks-{fashion,shakespeare}-gpu.toml at batch 256
+    "fashion_cnn_b256": ({"name": "fashion_mnist", "model": "cnn", "batch_size": 256}, 1e-3),
+    "shakespeare_b256": (
+        {"name": "shakespeare", "context": 64, "width": 64, "layers": 2, "heads": 4}
+        | {"batch_size": 256},
+        3e-3,
+    ),
+}
 
 
 def specs(lr: float) -> dict[str, dict[str, Any]]:
@@ -288,6 +301,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--out", default="optex-gpu.json")
     ap.add_argument("--small", action="store_true", help="CPU-sized smoke test (seconds)")
+    ap.add_argument(
+        "--networks",
+        action="store_true",
+        help=f"also the issue-19 networks ({', '.join(NETWORKS)}); their data must be cached",
+    )
+    ap.add_argument("--only", default="", help="comma-separated objective names to keep")
     args = ap.parse_args(argv)
     started = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -315,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     if not args.small:
         objectives["mnist_mlp"] = ({"name": "mnist", "model": "mlp", "batch_size": 128}, 1e-3)
+    if args.networks:
+        objectives.update(NETWORKS)
+    if args.only:
+        objectives = {k: v for k, v in objectives.items() if k in args.only.split(",")}
     result["iteration_ms"], result["to_target"] = {}, {}
     for name, (spec, lr) in objectives.items():
         obj = registry.create("objective", spec)
