@@ -188,8 +188,10 @@ class OptExConfig:
         parallelism: P >= 1 points per parallel round (P = 1 is the base optimizer, or
             data parallelism over K workers). Default 5 without ``workers``; with
             ``workers`` it is ``workers / batches_per_point``.
-        next_iterate: ``"last"`` (the true step from the last proxy point, the released
-            rule) or ``"best"`` (from the point with the lowest observed loss).
+        next_iterate: ``"best"`` (the true step from the point with the lowest observed
+            loss, the default since 2026-12-07: fewer or equal steps to target on all five
+            (workload, batch) pairs of ``docs/benchmarks/optex-networks.md``, unchanged on the
+            synthetic functions) or ``"last"`` (from the last proxy point, the released rule).
         proxy_updates_state: carry the base state (Adam moments, step count) through the
             proxy steps (released behaviour); ``False`` runs them on a copy and takes the true
             step from the iteration's starting state.
@@ -211,7 +213,7 @@ class OptExConfig:
     """
 
     parallelism: int | None = None
-    next_iterate: NextIterate = "last"
+    next_iterate: NextIterate = "best"
     proxy_updates_state: bool = True
     batches_per_point: int | Auto | None = None
     stop_variance: float | None = None

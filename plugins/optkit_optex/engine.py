@@ -29,8 +29,9 @@ One iteration with parallelism N (Shu et al., arXiv 2402.11427, Alg. 1), from ``
    point (:mod:`optkit_optex.rounds`).
 2. the caller evaluates ``N x batches_per_point`` gradients (one parallel round);
 3. :meth:`Engine.update`: the per-point means enter the history; the next iterate is the true
-   base step from the last point (``next_iterate = "last"``, the released rule) or from the
-   point with the lowest observed loss (``"best"``). Only that true step is computed.
+   base step from the point with the lowest observed loss (``next_iterate = "best"``, the
+   default) or from the last point (``"last"``, the released rule). Only that true step is
+   computed.
 
 With an empty history (the first iteration) there is no estimate: all N points are
 ``theta_0`` and the iteration is one true step.

@@ -89,9 +89,9 @@ def test_configs_are_frozen_and_report_when_states_are_saved() -> None:
     config = OptExConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.parallelism = 3  # type: ignore[misc]
-    assert not config.saves_states
-    assert OptExConfig(next_iterate="best").saves_states
-    assert OptExConfig(stop_variance=0.5).saves_states
+    assert config.saves_states  # the default next_iterate is "best"
+    assert not OptExConfig(next_iterate="last").saves_states
+    assert OptExConfig(next_iterate="last", stop_variance=0.5).saves_states
     assert not OptExConfig(stop_variance=0.5, proxy_updates_state=False).saves_states
 
 
