@@ -87,6 +87,7 @@ def specs(lr: float) -> dict[str, dict[str, Any]]:
         "vanilla": {"name": "adam", "lr": lr},
         "raw_adam": {"raw": True, "lr": lr},
         "optex": base,
+        "optex_last": {**base, "next_iterate": "last"},
         "optex_host_solve": {**base, "device_solve": False},
         "optex_eager": {**base, "cuda_graph": False},
         "optex_generic": {**base, "fused": False},
