@@ -72,8 +72,14 @@ NETWORKS: dict[str, tuple[dict[str, Any], float]] = {
     # the models of tasks/study-optex-networks-{fashion,shakespeare}-gpu.toml at batch 256
     "fashion_cnn_b256": ({"name": "fashion_mnist", "model": "cnn", "batch_size": 256}, 1e-3),
     "shakespeare_b256": (
-        {"name": "shakespeare", "context": 64, "width": 64, "layers": 2, "heads": 4}
-        | {"batch_size": 256},
+        {
+            "name": "shakespeare",
+            "context": 64,
+            "width": 64,
+            "layers": 2,
+            "heads": 4,
+            "batch_size": 256,
+        },
         3e-3,
     ),
 }
@@ -298,6 +304,36 @@ def summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def dims_for(small: bool) -> tuple[int, ...]:
+    """The Rosenbrock / estimator sizes d of a run."""
+    return (200,) if small else (100_000, 1_000_000)
+
+
+def choose_objectives(
+    small: bool, networks: bool, only: str
+) -> dict[str, tuple[dict[str, Any], float]]:
+    """The objectives to time, by name: ``(registry spec, Adam lr)``. Rosenbrock at the run's
+    sizes, the MNIST MLP unless ``small``, :data:`NETWORKS` with ``networks``; ``only`` (comma
+    separated names) keeps those. Raises ValueError naming an unknown name and the valid ones."""
+    objectives: dict[str, tuple[dict[str, Any], float]] = {
+        f"rosenbrock_d{d}": ({"name": "rosenbrock", "dim": d}, 0.01) for d in dims_for(small)
+    }
+    if not small:
+        objectives["mnist_mlp"] = ({"name": "mnist", "model": "mlp", "batch_size": 128}, 1e-3)
+    if networks:
+        objectives.update(NETWORKS)
+    if not only:
+        return objectives
+    keep = only.split(",")
+    unknown = sorted(set(keep) - set(objectives))
+    if unknown:
+        raise ValueError(
+            f"--only: unknown objective(s) {', '.join(unknown)}; valid here:"
+            f" {', '.join(objectives)} (--networks adds {', '.join(NETWORKS)})"
+        )
+    return {k: v for k, v in objectives.items() if k in keep}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--out", default="optex-gpu.json")
@@ -309,11 +345,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--only", default="", help="comma-separated objective names to keep")
     args = ap.parse_args(argv)
+    try:  # bad input fails here, before anything is timed
+        objectives = choose_objectives(args.small, args.networks, args.only)
+    except ValueError as err:
+        ap.error(str(err))
     started = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(1)
-    dims = (200,) if args.small else (100_000, 1_000_000)
+    dims = dims_for(args.small)
     reps = 3 if args.small else 50
     warm, rounds, block = (1, 1, 1) if args.small else (8, 6, 6)
     result: dict[str, Any] = {
@@ -330,15 +370,6 @@ def main(argv: list[str] | None = None) -> None:
     result["copy_bandwidth_GBps"] = bandwidth / 1e9
     result["estimator"] = {str(d): estimator_bench(d, device, bandwidth, reps) for d in dims}
     registry = optkit.get_registry()
-    objectives: dict[str, tuple[dict[str, Any], float]] = {
-        f"rosenbrock_d{d}": ({"name": "rosenbrock", "dim": d}, 0.01) for d in dims
-    }
-    if not args.small:
-        objectives["mnist_mlp"] = ({"name": "mnist", "model": "mlp", "batch_size": 128}, 1e-3)
-    if args.networks:
-        objectives.update(NETWORKS)
-    if args.only:
-        objectives = {k: v for k, v in objectives.items() if k in args.only.split(",")}
     result["iteration_ms"], result["to_target"] = {}, {}
     for name, (spec, lr) in objectives.items():
         obj = registry.create("objective", spec)

@@ -179,12 +179,16 @@ class DQN(RLObjective):
         if self.env_steps % self.target_update == 0:
             self._target = {k: v.detach().clone() for k, v in params.items()}
 
+    def _require_init(self, method: str) -> None:
+        """A clear error for ``method`` called before :meth:`init_params` built the buffer."""
+        if self._target is None:
+            raise ConfigError(f"objective '{self.name}': call init_params before {method}")
+
     @torch.no_grad()
     def sample_batch(self, generator: torch.Generator, params: Params) -> dict[str, torch.Tensor]:
         """Interact with the env at ``params``, then a replay minibatch with TD targets:
         ``obs`` ``(B, obs_dim)``, ``action`` ``(B,)`` int64, ``target`` ``(B,)``."""
-        if self._target is None:
-            raise ConfigError(f"objective '{self.name}': call init_params before sample_batch")
+        self._require_init("sample_batch")
         for _ in range(self.steps_per_eval):
             self._collect(generator, params, explore=self.epsilon())
         return self.sample_batch_of_size(generator, params, self.batch_size)
@@ -197,8 +201,7 @@ class DQN(RLObjective):
         interaction with the env, so the buffer is the data set of the point and repeated
         draws are i.i.d. (what ``optkit diagnose noise`` measures). :meth:`sample_batch` is
         the env steps of one gradient evaluation, then this at ``batch_size``."""
-        if self._target is None:
-            raise ConfigError(f"objective '{self.name}': call init_params before sample_batch")
+        self._require_init("sample_batch_of_size")
         if size < 1:
             raise ConfigError(f"objective '{self.name}': a batch needs size >= 1, got {size}")
         idx = torch.randint(

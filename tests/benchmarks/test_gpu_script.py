@@ -31,3 +31,22 @@ def test_optex_gpu_small(tmp_path: Path) -> None:
     estimator = result["estimator"]["200"]
     assert estimator["history_bytes"] == estimator["two_T0_d_floats_bytes"]
     assert estimator["query_ms"] > 0 and estimator["begin_ms"] > 0
+
+
+def test_network_objectives_are_valid_specs_and_only_names_what_exists() -> None:
+    """``--networks``' specs build through the registry (config checked; their data is loaded
+    only by ``prepare``, on the GPU machine), and ``--only`` with an unknown name is refused
+    before anything is timed, naming the valid ones."""
+    from optkit.registry import get_registry
+
+    script = runpy.run_path(str(SCRIPT), run_name="optex_gpu")
+    registry = get_registry()
+    for spec, lr in script["NETWORKS"].values():
+        assert registry.create("objective", spec).name == spec["name"] and lr > 0
+    chosen = script["choose_objectives"](False, True, "fashion_cnn_b256,shakespeare_b256")
+    assert list(chosen) == ["fashion_cnn_b256", "shakespeare_b256"]
+    with pytest.raises(ValueError, match=r"unknown objective.*cifar.*valid here: rosenbrock_d200"):
+        script["choose_objectives"](True, False, "cifar")
+    with pytest.raises(SystemExit) as exit_info:
+        script["main"](["--small", "--only", "cifar"])
+    assert exit_info.value.code == 2

@@ -94,3 +94,17 @@ def test_study_runs_tiny(name: str, tmp_path: Path, capsys: pytest.CaptureFixtur
     if task.target is not None:
         reference = [r for r in rows if r["label"] == task.target.reference]
         assert reference and all(r["steps_to_target"]["reached"] == "1/1" for r in reference)
+
+
+@pytest.mark.parametrize("workload", ["mlp", "shakespeare", "dqn"])
+def test_safeguard_tasks_keep_their_network_studys_protocol(workload: str) -> None:
+    """The safeguard studies add rows to the network studies and claim the same objective,
+    budget, seeds, tuning and target (so the tuned vanilla rate and target are the same):
+    checked, so that the near-copies cannot drift apart."""
+    study = load_task(TASKS / f"study-optex-networks-{workload}-cpu.toml")
+    safeguard = load_task(TASKS / f"study-optex-safeguard-{workload}-cpu.toml")
+    for key in ("objective", "budget", "seeds", "tuning", "target", "executor", "device"):
+        assert key in study.raw and safeguard.raw[key] == study.raw[key], key
+    vanilla = [o for o in study.raw["optimizers"] if o.get("label") == "vanilla"]
+    assert len(vanilla) == 1
+    assert vanilla == [o for o in safeguard.raw["optimizers"] if o.get("label") == "vanilla"]

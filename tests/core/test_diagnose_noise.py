@@ -240,6 +240,8 @@ def test_dqn_replay_batches_have_a_chosen_size_and_a_noise_scale(registry: Regis
     obj = registry.create("objective", spec)
     obj.prepare(torch.device("cpu"), torch.float32)
     assert sized_batches(obj)
+    with pytest.raises(ConfigError, match="init_params before sample_batch_of_size"):
+        obj.sample_batch_of_size(torch.Generator(), {}, 8)  # type: ignore[attr-defined]
     params = obj.init_params(torch.Generator().manual_seed(0))
     filled = obj.buffer.size  # type: ignore[attr-defined]
     big = obj.sample_batch_of_size(torch.Generator().manual_seed(3), params, 32)  # type: ignore[attr-defined]
