@@ -2,8 +2,8 @@
 
     optkit plugins [--json]
     optkit check TASK.toml [--set KEY=VALUE ...]
-    optkit run TASK.toml [--out DIR] [--set KEY=VALUE ...] [--resume] [--launcher NAME]
-    optkit bench TASK.toml [--out DIR] [--resume] [--set KEY=VALUE ...] [--launcher NAME]
+    optkit run TASK.toml [--out DIR] [--set KEY=VALUE ...] [--resume] [--launcher NAME] [--jobs N]
+    optkit bench TASK.toml [--out DIR] [--resume] [--set KEY=VALUE ...] [--launcher NAME] [--jobs N]
     optkit report DIR [--metric NAME] [--x sequential_steps|grad_evals|wall_s|iteration]
                       [--format table|json] [--versus LABEL]
     optkit diagnose noise TASK.toml [--sizes 8,32,128] [--draws 32] [--set KEY=VALUE ...]
@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = args.out
     if out is None and args.command == "bench":
         out = Path("runs") / task.name
-    launcher = args.launcher or args.executor or "local"
+    launcher = args.launcher or args.executor or ("processes" if args.jobs else "local")
     if args.executor is not None:
         print(
             f"optkit: note: --executor {args.executor} is deprecated, use --launcher"
@@ -125,6 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec: dict[str, object] = {"name": launcher}
     if args.ray_address is not None:
         spec["address"] = args.ray_address
+    if args.jobs is not None:  # a launcher without `jobs` refuses the key, naming itself
+        spec["jobs"] = args.jobs
     summary = run_task(task, out, resume=args.resume, launcher=spec)
     print(
         f"results: {summary.out}/results.jsonl ({summary.cells_run} cells run in"
@@ -232,7 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             metavar="NAME",
             help="where whole cells run: a registered launcher (`optkit plugins` lists them):"
-            " local (default: in this process) or ray (cells as Ray tasks)",
+            " local (default: in this process), processes (parallel worker processes here)"
+            " or ray (cells as Ray tasks)",
+        )
+        p.add_argument(
+            "--jobs",
+            type=int,
+            default=None,
+            metavar="N",
+            help="run up to N cells (and tuning trials) at once in worker processes on this"
+            " machine (the `processes` launcher; default launcher when --jobs is given)",
         )
         p.add_argument(
             "--executor",

@@ -26,6 +26,7 @@ from optkit.interfaces import (
     Params,
     Support,
 )
+from optkit.process_launcher import ProcessLauncher
 
 
 def stack_points(points: Sequence[Params]) -> Params:
@@ -180,3 +181,4 @@ def optkit_register_executors(register: Register) -> None:
 @hookimpl
 def optkit_register_launchers(register: Register) -> None:
     register(LocalLauncher)
+    register(ProcessLauncher)

@@ -54,10 +54,12 @@ def run_task(
     """Check the task, then run every missing cell into ``out``.
 
     ``launcher`` names where whole cells run: a registered launcher (``"local"``: one after
-    the other in this process; ``"ray"``: as Ray tasks, from the ``optkit_ray`` plugin), or a
-    spec such as ``{"name": "ray", "address": "auto"}``. Rows reach ``out`` as each cell
-    finishes, so ``resume`` works the same way wherever cells run. ``cells_on`` (a launcher
-    name) and ``ray_address`` (the launcher's ``address``) are the older spellings.
+    the other in this process; ``"processes"``: in parallel worker processes on this machine;
+    ``"ray"``: as Ray tasks, from the ``optkit_ray`` plugin), or a spec such as
+    ``{"name": "processes", "jobs": 4}`` or ``{"name": "ray", "address": "auto"}``. Rows reach
+    ``out`` as each cell finishes, so ``resume`` works the same way wherever cells run.
+    ``cells_on`` (a launcher name) and ``ray_address`` (the launcher's ``address``) are the
+    older spellings.
 
     Everything that can be wrong with the input (unknown plugins or launcher, bad config, no
     runnable cell, a launcher whose package is missing, ``resume`` without ``out``, an ``out``
@@ -82,6 +84,9 @@ def run_task(
             print(f"optkit: note: {run.lock.note}", file=sys.stderr, flush=True)
         return _run_locked(task, run, report, resume, registry, progress, chosen)
     finally:
+        close = getattr(chosen, "close", None)
+        if callable(close):  # a launcher's workers (``processes``) end with the run
+            close()
         run.close()
 
 
