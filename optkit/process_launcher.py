@@ -31,6 +31,15 @@ def available_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def default_threads(cpus: int, jobs: int) -> int:
+    """Threads per worker: an explicit ``OMP_NUM_THREADS`` (a whole number >= 1) wins, else
+    the CPUs shared out among the workers."""
+    setting = os.environ.get("OMP_NUM_THREADS", "")
+    if setting.isdigit() and int(setting) >= 1:
+        return int(setting)
+    return max(1, cpus // jobs)
+
+
 def _limit_threads(threads: int) -> None:
     """Worker initializer: ``threads`` intra-op threads per worker, so that ``jobs`` workers
     do not each start one thread per core."""
@@ -53,8 +62,8 @@ class ProcessLauncher(Launcher):
         """Args:
         jobs: worker processes, the most cells running at once (default: the CPUs this
             process may use).
-        threads_per_job: torch intra-op threads in each worker (default: the CPUs divided
-            by ``jobs``, at least 1).
+        threads_per_job: torch intra-op threads in each worker (default: ``OMP_NUM_THREADS``
+            where it is set, else the CPUs divided by ``jobs``, at least 1).
         """
         cpus = available_cpus()
         for key, value in (("jobs", jobs), ("threads_per_job", threads_per_job)):
@@ -65,7 +74,7 @@ class ProcessLauncher(Launcher):
             if value is not None and value < 1:
                 raise ConfigError(f"launcher 'processes': {key} must be >= 1, got {value}")
         self.jobs = jobs if jobs is not None else cpus
-        self.threads_per_job = threads_per_job or max(1, cpus // self.jobs)
+        self.threads_per_job = threads_per_job or default_threads(cpus, self.jobs)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
