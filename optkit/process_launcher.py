@@ -40,12 +40,22 @@ def default_threads(cpus: int, jobs: int) -> int:
     return max(1, cpus // jobs)
 
 
-def _limit_threads(threads: int) -> None:
+def _start_worker(threads: int, pids: Any) -> None:
     """Worker initializer: ``threads`` intra-op threads per worker, so that ``jobs`` workers
-    do not each start one thread per core."""
+    do not each start one thread per core; the worker's pid sent to the driver (``pids``, a
+    queue), which ends its workers itself when the run stops; and an interrupt (Ctrl-C or
+    ``timeout -s INT``, both sent to the whole process group) ignored here. Python's default
+    handler would raise ``KeyboardInterrupt`` inside the cell, which the pool reports as that
+    cell's result, and a worker killed by the signal would break the pool before the driver
+    knows it is being interrupted (the searches of a ``[tuning]`` phase would record failed
+    trials)."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    pids.put(os.getpid())
 
 
 class ProcessLauncher(Launcher):
@@ -76,6 +86,8 @@ class ProcessLauncher(Launcher):
         self.jobs = jobs if jobs is not None else cpus
         self.threads_per_job = threads_per_job or default_threads(cpus, self.jobs)
         self._pool: ProcessPoolExecutor | None = None
+        self._pids: Any = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -87,12 +99,16 @@ class ProcessLauncher(Launcher):
         import multiprocessing
 
         with self._lock:
+            if self._closed:  # the run is stopping: a search thread must not start a pool
+                raise KeyboardInterrupt("launcher 'processes' is closed")
             if self._pool is None:
+                context = multiprocessing.get_context("spawn")
+                self._pids = context.SimpleQueue()
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.jobs,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_limit_threads,
-                    initargs=(self.threads_per_job,),
+                    mp_context=context,
+                    initializer=_start_worker,
+                    initargs=(self.threads_per_job, self._pids),
                 )
             return self._pool
 
@@ -102,6 +118,8 @@ class ProcessLauncher(Launcher):
         Raises:
             EnvironmentProblem: a worker process died (killed, out of memory, a crash in
                 native code); the cells delivered so far are kept, ``--resume`` runs the rest.
+            KeyboardInterrupt: :meth:`close` ended the workers (the run was interrupted or
+                failed elsewhere): nothing is recorded for the cells that were running.
         """
         pool = self.pool()
         pending: dict[Future[list[dict[str, Any]]], Any] = {}
@@ -116,6 +134,8 @@ class ProcessLauncher(Launcher):
                     try:
                         rows = future.result()
                     except BrokenProcessPool as exc:
+                        if self._closed:
+                            raise KeyboardInterrupt("launcher 'processes' closed") from exc
                         raise EnvironmentProblem(
                             f"launcher 'processes': a worker process died while running"
                             f" {cell.key} ({time.perf_counter() - started:.0f} s into the"
@@ -129,8 +149,19 @@ class ProcessLauncher(Launcher):
                     future.cancel()
 
     def close(self) -> None:
-        """Stop the workers (a broken or interrupted pool is not reused)."""
+        """End the workers, running cells included (the runner calls this when a run ends,
+        finished or interrupted); the launcher cannot be used again."""
+        import signal
+
         with self._lock:
+            self._closed = True
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if pool is None:
+            return
+        pool.shutdown(wait=False, cancel_futures=True)
+        while not self._pids.empty():
+            pid = self._pids.get()
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:  # a worker that had already ended
+                pass
