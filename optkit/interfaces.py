@@ -256,6 +256,29 @@ def sized_batches(objective: Objective) -> Support:
     )
 
 
+@runtime_checkable
+class RoundBatches(Protocol):
+    """Optional capability of an :class:`Objective`: draws the batches of a whole parallel
+    round at once, knowing it is one round.
+
+    :class:`~optkit.oracle.Oracle` calls :meth:`sample_round` instead of
+    :meth:`Objective.sample_batch` once per point when an objective has it. It is for
+    objectives whose data *grows* as they are sampled, where a point-by-point draw would give
+    a method with N workers N times the data of its sequential base: DQN's environment steps
+    go into a replay buffer every later gradient reads, so DQN collects per round (or per
+    gradient, its ``collect`` option says). Contract: the batches are those that
+    ``sample_batch`` would give for ``points``, in order, except for what the objective adds
+    to its own data; ``sequential`` is ``False`` for a round an idealized baseline gets free of
+    wall-clock (``target``'s extra true gradients).
+    """
+
+    def sample_round(
+        self, generator: torch.Generator, points: Sequence[Params], sequential: bool
+    ) -> list[Batch]:
+        """One batch per point of a round, drawn with ``generator`` only."""
+        ...
+
+
 # --------------------------------------------------------------------------------------------
 # Optimizer
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from optkit.errors import DivergenceError
-from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params
+from optkit.interfaces import Batch, Evaluation, Executor, Objective, Params, RoundBatches
 
 
 class Oracle:
@@ -52,8 +52,11 @@ class Oracle:
         self._pending: _PendingCheck | None = None
         self._staging: _HostStaging | None = None  # reused by every deferred round on a GPU
 
-    def sample_batches(self, points: Sequence[Params]) -> list[Batch]:
-        """One batch per point, drawn in order with the cell's generator."""
+    def sample_batches(self, points: Sequence[Params], sequential: bool = True) -> list[Batch]:
+        """One batch per point, drawn in order with the cell's generator (by the objective's
+        :meth:`~optkit.interfaces.RoundBatches.sample_round` where it draws whole rounds)."""
+        if isinstance(self.objective, RoundBatches):
+            return self.objective.sample_round(self.generator, points, sequential)
         return [self.objective.sample_batch(self.generator, p) for p in points]
 
     def evaluate(
@@ -78,7 +81,7 @@ class Oracle:
             raise ValueError("Oracle.evaluate needs at least one point")
         self.settle()
         if batches is None:
-            batches = self.sample_batches(points)
+            batches = self.sample_batches(points, sequential)
         evaluation = self.executor.evaluate(self.objective, points, batches)
         self.grad_evals += len(points)
         if sequential:

@@ -8,6 +8,8 @@ called once per gradient evaluation with the point being evaluated:
 1. act ``env_steps`` times epsilon-greedily with *that* point's Q-network (epsilon decays
    linearly from ``eps_start`` to ``eps_end`` over ``eps_decay_steps`` environment steps) and
    store the transitions in the replay buffer (``buffer_size``, oldest overwritten);
+   with ``collect = "per_round"`` this happens once per parallel round instead, with the
+   round's first point (:meth:`DQN.sample_round`), see below;
 2. every ``target_update`` environment steps, copy the evaluated point into the target network;
 3. draw ``batch_size`` transitions uniformly (with replacement) and compute their TD targets
    ``r + gamma * (1 - terminated) * max_a' Q_target(s', a')`` with the target network.
@@ -16,6 +18,14 @@ The batch is a dict of tensors, so :meth:`DQN.loss` (the Huber TD loss) is pure 
 Every random draw (epsilon, random actions, the replay sample, the environment seed) comes from
 the cell's generator, so one seed gives the same episodes and rewards.
 
+**Data per sequential step.** With ``collect = "per_gradient"`` (the default, and what the
+studies of 2026-12-07 measured) a method that evaluates W points per round (``data_parallel``,
+``optex``) steps the environment W times per round, so it gets W times the transitions of its
+sequential base per step, and a different learning problem: plain Adam given 16 env steps per
+iteration collapses as ``data_parallel`` at W = 16 does (docs/benchmarks/optex-networks.md).
+``collect = "per_round"`` steps the environment ``env_steps`` times per *sequential* round,
+whatever W: every method then sees the same data per step, and only the gradients differ.
+
 ``init_params`` fills the buffer with ``learning_starts`` uniformly random steps (the usual
 warm-up; their episodes count in the ``reward`` average, identically for every optimizer of one
 seed), so ``evaluate``'s TD loss is defined from iteration 0.
@@ -23,6 +33,7 @@ seed), so ``evaluate``'s TD loss is defined from iteration 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,6 +46,8 @@ from optkit_rl.base import RLObjective
 from optkit_rl.nets import init_mlp, mlp
 
 Q = "q"
+COLLECT = ("per_gradient", "per_round")
+"""When DQN steps the environment: per gradient evaluation, or per sequential round."""
 
 
 class ReplayBuffer:
@@ -88,6 +101,7 @@ class DQN(RLObjective):
         max_steps: int | None = None,
         action_bins: int = 5,
         eval_episodes: int = 0,
+        collect: str = "per_gradient",
     ) -> None:
         """Args:
         env: gymnasium id (CartPole-v1, Acrobot-v1, MountainCar-v0, Pendulum-v1, ...).
@@ -103,6 +117,9 @@ class DQN(RLObjective):
         max_steps: episode step limit (default: the environment's own TimeLimit).
         action_bins: actions of a discretized 1-D continuous action space (Pendulum).
         eval_episodes: greedy episodes run by ``evaluate`` (0: none).
+        collect: ``"per_gradient"``: every gradient evaluation steps the environment
+            ``env_steps`` times with its own point; ``"per_round"``: every sequential round
+            does, with the round's first point (same data per step for any worker count).
         """
         where = f"objective '{self.name}'"
         for key, value in (
@@ -115,6 +132,10 @@ class DQN(RLObjective):
         ):
             if value < 1:
                 raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
+        if collect not in COLLECT:
+            raise ConfigError(
+                f"{where}: collect must be one of {', '.join(map(repr, COLLECT))}, got {collect!r}"
+            )
         if learning_starts < 1:
             raise ConfigError(f"{where}: learning_starts must be >= 1, got {learning_starts}")
         if not 0.0 <= gamma <= 1.0:
@@ -127,6 +148,7 @@ class DQN(RLObjective):
         self.buffer_size = buffer_size
         self.learning_starts = learning_starts
         self.steps_per_eval = env_steps
+        self.collect = collect
         self.target_update = target_update
         self.eps_start, self.eps_end, self.eps_decay_steps = eps_start, eps_end, eps_decay_steps
         self.huber_delta = huber_delta
@@ -192,6 +214,23 @@ class DQN(RLObjective):
         for _ in range(self.steps_per_eval):
             self._collect(generator, params, explore=self.epsilon())
         return self.sample_batch_of_size(generator, params, self.batch_size)
+
+    @torch.no_grad()
+    def sample_round(
+        self, generator: torch.Generator, points: Sequence[Params], sequential: bool
+    ) -> list[dict[str, torch.Tensor]]:
+        """The batches of one parallel round (:class:`~optkit.interfaces.RoundBatches`).
+        ``collect = "per_gradient"``: :meth:`sample_batch` for each point in turn.
+        ``"per_round"``: ``env_steps`` environment steps with ``points[0]`` for a sequential
+        round (none for a round that is free of wall-clock), then one replay minibatch per
+        point."""
+        if self.collect == "per_gradient":
+            return [self.sample_batch(generator, p) for p in points]
+        self._require_init("sample_round")
+        if sequential:
+            for _ in range(self.steps_per_eval):
+                self._collect(generator, points[0], explore=self.epsilon())
+        return [self.sample_batch_of_size(generator, p, self.batch_size) for p in points]
 
     def sample_batch_of_size(
         self, generator: torch.Generator, params: Params, size: int

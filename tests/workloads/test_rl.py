@@ -136,3 +136,60 @@ def test_restarting_the_run_reproduces_the_first_batch(registry: Registry, name:
     for key in batches[0]:
         assert torch.equal(batches[0][key], batches[1][key]), key
     assert any(not torch.equal(batches[1][k], extra[k]) for k in extra)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "env_steps_after_10"),
+    [
+        ({"name": "adam", "lr": 1e-3}, 10),
+        ({"name": "data_parallel", "base": "adam", "parallelism": 8}, 10),
+        ({"name": "optex", "base": "adam", "parallelism": 4}, 10),
+        # target's 4 true gradients are one sequential round and three free ones
+        ({"name": "target", "base": "adam", "parallelism": 4}, 10),
+    ],
+)
+def test_dqn_per_round_collects_the_same_data_for_any_worker_count(
+    registry: Registry, optimizer: dict, env_steps_after_10: int
+) -> None:
+    spec = {"name": "dqn", **FAST_DQN, "collect": "per_round"}
+    _, _, losses, before, after = run_steps(registry, spec, 10, optimizer=optimizer)
+    assert after["env_steps"] - before["env_steps"] == env_steps_after_10
+    assert all(math.isfinite(v) for v in losses)
+
+
+def test_dqn_per_gradient_steps_the_env_once_per_gradient_and_is_unchanged(
+    registry: Registry,
+) -> None:
+    """The default: W workers step the environment W times a round, and a round drawn by
+    ``sample_round`` is exactly ``sample_batch`` point by point (the studies reproduce)."""
+    dp = {"name": "data_parallel", "base": "adam", "parallelism": 8}
+    _, _, _, before, after = run_steps(registry, {"name": "dqn", **FAST_DQN}, 10, optimizer=dp)
+    assert after["env_steps"] - before["env_steps"] == 80
+    draws = []
+    for use_round in (False, True):
+        obj = registry.create("objective", {"name": "dqn", **FAST_DQN})
+        obj.prepare(torch.device("cpu"), torch.float32)
+        gen = torch.Generator().manual_seed(3)
+        points = [obj.init_params(gen) for _ in range(3)]
+        if use_round:
+            draws.append(obj.sample_round(gen, points, True))
+        else:
+            draws.append([obj.sample_batch(gen, p) for p in points])
+    for first, second in zip(*draws, strict=True):
+        for key in first:
+            assert torch.equal(first[key], second[key])
+
+
+def test_dqn_per_round_acts_with_the_first_point_of_a_round(registry: Registry) -> None:
+    obj = registry.create("objective", {"name": "dqn", **FAST_DQN, "collect": "per_round"})
+    obj.prepare(torch.device("cpu"), torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    points = [obj.init_params(gen) for _ in range(3)]
+    start = obj.env_steps
+    batches = obj.sample_round(gen, points, sequential=False)  # a free round collects nothing
+    assert obj.env_steps == start and len(batches) == 3
+    batches = obj.sample_round(gen, points, sequential=True)
+    assert obj.env_steps == start + 1
+    assert [b["obs"].shape for b in batches] == [(FAST_DQN["batch_size"], 4)] * 3
+    with pytest.raises(ConfigError, match=r"collect must be one of 'per_gradient', 'per_round'"):
+        registry.create("objective", {"name": "dqn", "collect": "per_step"})
