@@ -139,3 +139,53 @@ def test_a_dead_worker_is_a_clear_error_and_finished_cells_are_kept() -> None:
     finally:
         launcher.close()
     assert delivered == [[{"cell": "first", "event": "end", "status": "ok"}]]
+
+
+def test_an_interrupt_records_no_failure_ends_the_workers_and_resume_finishes(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while tuning trials
+    run in workers: the driver exits 130 at once, no trial is recorded as failed, no worker
+    is left running, and ``--resume`` gives the rows of a run never interrupted."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    task = tmp_path / "t.toml"
+    task.write_text(
+        'name = "interrupted"\nseeds = [0]\nbudget = { iterations = 600, eval_every = 200 }\n'
+        'objective = { name = "sphere", dim = 20, noise = 0.1 }\n'
+        'optimizers = [{ name = "adam", lr = 0.1 }, { name = "sgd", lr = 0.1 }]\n'
+        '[tuning]\nhyperoptimizer = { name = "random_search", trials = 6 }\n'
+        'space = { lr = { low = 0.001, high = 0.3, log = true } }\nscore = "loss"\n'
+        "seeds = [1000]\n"
+    )
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "optkit.cli", "bench", str(task), "--out", str(out)]
+    child = subprocess.Popen(
+        [*command, "--jobs", "2"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while not (results.exists() and '"trial"' in results.read_text()):
+        assert child.poll() is None and time.monotonic() < deadline, child.stderr
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    kept = rows(out)
+    assert kept and not [r for r in kept if r.get("status") == "failed"], kept
+    assert len([r for r in kept if r["event"] == "trial"]) < 12  # interrupted mid-tuning
+    workers = {r["trial_pid"] for r in kept if r["event"] == "trial"}
+    time.sleep(0.5)
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert main(["bench", str(task), "--out", str(out), "--resume", "--jobs", "2"]) == 0
+    assert main(["bench", str(task), "--out", str(tmp_path / "whole")]) == 0
+    assert numbers(out) == numbers(tmp_path / "whole")
