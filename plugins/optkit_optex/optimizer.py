@@ -89,6 +89,7 @@ class OptEx(Optimizer):
         fused: bool = True,
         cuda_graph: bool = True,
         device_solve: bool | Literal["auto"] = "auto",
+        shared_batches: bool = False,
         run_context: RunContext | None = None,
         config: OptExConfig | None = None,
         **options: Any,
@@ -104,6 +105,11 @@ class OptEx(Optimizer):
             synchronisation; captured with the proxy loop) and graph its append; ``"auto"``
             (default): on CUDA, where it measured 1.6-1.8x faster per iteration than the host
             solve, and not on the CPU, where the host solve is a little cheaper.
+        shared_batches: evaluate every point of a round on the same minibatch(es) (the
+            ``batches_per_point`` draws at the round's first point, common to all points)
+            instead of one draw per evaluation: the points' observed losses then differ only
+            by where the points are, which is what ``next_iterate = "best"`` compares; the
+            round reads 1/P of the data. An ablation (docs/optex.md).
         run_context: the caller's context (passed by ``Registry.create``, not a config key):
             ``base`` comes from its registry.
         config: the OptEx options whole (for a caller in Python), instead of ``**options``.
@@ -118,7 +124,11 @@ class OptEx(Optimizer):
                 f" or as keys, not both (got config={config!r} and {sorted(options)})"
             )
         self.config = config
-        for key, value in (("fused", fused), ("cuda_graph", cuda_graph)):
+        for key, value in (
+            ("fused", fused),
+            ("cuda_graph", cuda_graph),
+            ("shared_batches", shared_batches),
+        ):
             if not isinstance(value, bool):
                 raise ConfigError(f"optimizer 'optex': {key} must be true or false, got {value!r}")
         if not (isinstance(device_solve, bool) or device_solve == "auto"):
@@ -130,6 +140,7 @@ class OptEx(Optimizer):
         self.parallelism, self.workers = self.config.split[0], self.config.round_size
         self.fused = fused and flat_rule_supported(self.base)
         self.cuda_graph, self.device_solve = cuda_graph, device_solve
+        self.shared_batches = shared_batches
         self.engine = Engine(self.config, device_solve=device_solve, cuda_graph=cuda_graph)
 
     def supports(self, objective: Objective) -> Support:
@@ -151,7 +162,12 @@ class OptEx(Optimizer):
         planned = self.engine.plan(self._flat_start(params, state), state.engine)
         counts = planned.counts
         views = state.point_views[: len(counts)]
-        evaluation = oracle.evaluate(views if len(counts) == sum(counts) else expand(views, counts))
+        points = views if len(counts) == sum(counts) else expand(views, counts)
+        batches = None
+        if self.shared_batches:  # the same K draws at every point: losses compare positions
+            drawn = oracle.sample_batches([views[0]] * max(counts))
+            batches = [drawn[j] for count in counts for j in range(count)]
+        evaluation = oracle.evaluate(points, batches=batches)
         # the iteration's one read: the N losses (with the runner's deferred check on a GPU,
         # it is also where the host waits for the round's gradients)
         losses = evaluation.losses.cpu()
