@@ -107,6 +107,7 @@ def test_the_registered_optimizer_lists_every_option_with_the_configs_defaults()
         "fused",
         "cuda_graph",
         "device_solve",
+        "shared_batches",
         "config",
     }
     with pytest.raises(ConfigError, match=r"key 'lengthscale' of optimizer 'optex' must be float"):
