@@ -209,6 +209,13 @@ class OptExConfig:
         stop_variance: stop the proxy trajectory at the first point whose relative posterior
             variance ``1 - k W k`` exceeds this value in (0, 1] (``None``: never); the workers
             of the points not reached evaluate the last point.
+        adaptive_points: let the trajectory's length follow the observed losses (needs
+            ``next_iterate = "best"``, not ``"auto"``): a round that chose point ``j`` (0 is
+            the iterate itself) gives the next round ``min(P, max(2, j + 2))`` points, one
+            past the chosen one, and the round's W workers are shared out evenly among them
+            (the remainder to the last). A trajectory whose later points do not help shrinks
+            towards two points with W / 2 minibatches each, near data parallelism; one whose
+            last point keeps winning grows back to P.
         estimator: the estimator's options.
     """
 
@@ -218,6 +225,7 @@ class OptExConfig:
     batches_per_point: int | Auto | None = None
     stop_variance: float | None = None
     workers: int | None = None
+    adaptive_points: bool = False
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
 
     def __post_init__(self) -> None:
@@ -255,6 +263,20 @@ class OptExConfig:
             raise OptionError(
                 "stop_variance needs the kernel's posterior variance, and fit = 'mean' has no"
                 " kernel; leave stop_variance out or choose another fit"
+            )
+        if not isinstance(self.adaptive_points, bool):
+            raise OptionError(
+                f"adaptive_points must be true or false, got {self.adaptive_points!r}"
+            )
+        if self.adaptive_points and self.next_iterate != "best":
+            raise OptionError(
+                "adaptive_points follows the point with the lowest observed loss, so it needs"
+                f" next_iterate = 'best' (got next_iterate = {self.next_iterate!r})"
+            )
+        if self.adaptive_points and self.batches_per_point == "auto":
+            raise OptionError(
+                "adaptive_points and batches_per_point = 'auto' both choose the split; give"
+                " one of them"
             )
         parallelism, per_point = self._resolve_split()
         object.__setattr__(self, "parallelism", parallelism)

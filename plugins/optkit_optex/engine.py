@@ -53,7 +53,7 @@ import torch
 from optkit_optex.auto_split import NoiseMeter, choose_batches_per_point
 from optkit_optex.config import OptExConfig
 from optkit_optex.estimator import KernelGradientEstimator
-from optkit_optex.rounds import group_counts, group_mean, within_noise
+from optkit_optex.rounds import even_counts, group_counts, group_mean, within_noise
 from optkit_optex.rules import FlatRule, RuleFactory
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class EngineState:
     VAR: torch.Tensor | None
     n: int = 1
     k: int = 1
+    limit: int = 0  # ``adaptive_points``: the most points the next round may have
     meter: NoiseMeter | None = None
     noise_scale: float = float("nan")
     iteration: int = 0
@@ -99,7 +100,8 @@ class Round:
             the next :meth:`Engine.plan`), ``P <= N`` (fewer when ``stop_variance`` stopped
             the trajectory).
         counts: workers per point (``batches_per_point`` each, the workers of the points not
-            reached added to the last), summing to ``W = N x batches_per_point``.
+            reached added to the last; with ``adaptive_points`` the W workers shared out
+            evenly), summing to ``W = N x batches_per_point``.
         ran: proxy steps were taken (the history held an estimate and N > 1).
         index: ``(W,)`` the point of each evaluation (``counts`` expanded).
     """
@@ -220,6 +222,9 @@ class Engine:
         last = n - 1
         if ran and state.VAR is not None and est.mode == "gp":
             last = self._stop_index(state.VAR[: n - 1].tolist(), n)
+        if self.config.adaptive_points and ran:
+            last = min(last, (state.limit or n) - 1)
+            return Round(P[: last + 1], even_counts(last + 1, n * state.k), ran)
         counts = group_counts(last + 1, n, state.k)
         return Round(P[: last + 1], counts, ran)
 
@@ -324,6 +329,8 @@ class Engine:
             j = last
         else:
             j = min(range(last + 1), key=per_point.__getitem__)
+        if self.config.adaptive_points and planned.ran:
+            state.limit = min(n, max(2, j + 2))  # one point past the chosen one
         new = state.rule.true_step(
             j,
             state.P[j],

@@ -27,6 +27,14 @@ def group_counts(points: int, parallelism: int, batches_per_point: int) -> list[
     return counts
 
 
+def even_counts(points: int, workers: int) -> list[int]:
+    """Workers per point when ``workers`` are shared out among ``points`` (``<= workers``):
+    ``workers // points`` each, the remainder to the last. Sums to ``workers``."""
+    counts = [workers // points] * points
+    counts[-1] += workers - sum(counts)
+    return counts
+
+
 def expand(items: Sequence[T], counts: Sequence[int]) -> list[T]:
     """``items[i]`` repeated ``counts[i]`` times, in order."""
     return [item for item, c in zip(items, counts, strict=True) for _ in range(c)]
