@@ -54,6 +54,8 @@ ONLY_CHECKED = {
     "study-optex-networks-dqn-per-round-cpu.toml": "gymnasium, 1,500 iterations, 88 runs",
     "study-optex-shared-batches-shakespeare-cpu.toml": "Shakespeare data, 66 runs",
     "study-optex-shared-batches-mlp-cpu.toml": "MNIST data, 78 runs",
+    "study-optex-adaptive-shakespeare-cpu.toml": "Shakespeare data, 55 runs",
+    "study-optex-adaptive-mlp-cpu.toml": "MNIST data, 65 runs",
     "study-optex-safeguard-mlp-cpu.toml": "MNIST data, 78 runs (rows of the MLP study)",
     "study-optex-safeguard-shakespeare-cpu.toml": "Shakespeare data, 66 runs (rows of the LM study)",
     "study-optex-networks-fashion-gpu.toml": "Fashion-MNIST data, a GPU, 130 runs",
