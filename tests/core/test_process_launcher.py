@@ -141,6 +141,25 @@ def test_a_dead_worker_is_a_clear_error_and_finished_cells_are_kept() -> None:
     assert delivered == [[{"cell": "first", "event": "end", "status": "ok"}]]
 
 
+def children(pid: int) -> set[int]:
+    """The child processes of ``pid`` (Linux ``/proc``)."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        out.update(int(p) for p in text.split())
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
 def test_an_interrupt_records_no_failure_ends_the_workers_and_resume_finishes(
     tmp_path: Path,
 ) -> None:
@@ -154,10 +173,10 @@ def test_an_interrupt_records_no_failure_ends_the_workers_and_resume_finishes(
 
     task = tmp_path / "t.toml"
     task.write_text(
-        'name = "interrupted"\nseeds = [0]\nbudget = { iterations = 600, eval_every = 200 }\n'
+        'name = "interrupted"\nseeds = [0]\nbudget = { iterations = 1500, eval_every = 500 }\n'
         'objective = { name = "sphere", dim = 20, noise = 0.1 }\n'
         'optimizers = [{ name = "adam", lr = 0.1 }, { name = "sgd", lr = 0.1 }]\n'
-        '[tuning]\nhyperoptimizer = { name = "random_search", trials = 6 }\n'
+        '[tuning]\nhyperoptimizer = { name = "random_search", trials = 3 }\n'
         'space = { lr = { low = 0.001, high = 0.3, log = true } }\nscore = "loss"\n'
         "seeds = [1000]\n"
     )
@@ -170,22 +189,23 @@ def test_an_interrupt_records_no_failure_ends_the_workers_and_resume_finishes(
         stderr=subprocess.PIPE,
         text=True,
     )
-    results = out / "results.jsonl"
     deadline = time.monotonic() + 120
-    while not (results.exists() and '"trial"' in results.read_text()):
+    workers: set[int] = set()
+    while len(workers) < 2:  # workers (and multiprocessing's resource tracker) started
         assert child.poll() is None and time.monotonic() < deadline, child.stderr
-        time.sleep(0.05)
+        workers = children(child.pid)
+        time.sleep(0.02)
+    time.sleep(0.5)  # the workers import torch: the first trials are running or queued
     os.killpg(child.pid, signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
-    kept = rows(out)
-    assert kept and not [r for r in kept if r.get("status") == "failed"], kept
-    assert len([r for r in kept if r["event"] == "trial"]) < 12  # interrupted mid-tuning
-    workers = {r["trial_pid"] for r in kept if r["event"] == "trial"}
-    time.sleep(0.5)
-    for pid in workers:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    kept = rows(out) if (out / "results.jsonl").exists() else []
+    assert not [r for r in kept if r.get("status") == "failed"], kept
+    assert len([r for r in kept if r["event"] == "trial"]) < 6  # interrupted mid-tuning
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, [p for p in workers if alive(p)]
+        time.sleep(0.05)
     assert main(["bench", str(task), "--out", str(out), "--resume", "--jobs", "2"]) == 0
     assert main(["bench", str(task), "--out", str(tmp_path / "whole")]) == 0
     assert numbers(out) == numbers(tmp_path / "whole")
