@@ -185,6 +185,9 @@ def test_an_interrupt_records_no_failure_ends_the_workers_and_resume_finishes(
     child = subprocess.Popen(
         [*command, "--jobs", "2"],
         start_new_session=True,
+        # a shell's background job starts with SIGINT ignored (CI may run the suite so), and
+        # Python then installs no KeyboardInterrupt handler: give the driver a terminal's
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
