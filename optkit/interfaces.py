@@ -576,6 +576,10 @@ class Launcher(Plugin, abc.ABC):
     def launch(self, batch: CellBatch) -> None:
         """Run every cell of ``batch``; return when all rows are recorded."""
 
+    def close(self) -> None:
+        """Release what :meth:`launch` started (worker processes, ...): the runner calls this
+        once when the run ends, finished, failed or interrupted. Default: nothing."""
+
 
 KINDS: dict[str, type[Plugin]] = {
     "objective": Objective,

@@ -49,14 +49,16 @@ class Oracle:
         self.grad_evals = 0
         self.sequential_steps = 0
         self.defer_check = defer_check
+        # an objective that draws whole rounds (RoundBatches): checked once, not every round
+        self._sample_round = objective.sample_round if isinstance(objective, RoundBatches) else None
         self._pending: _PendingCheck | None = None
         self._staging: _HostStaging | None = None  # reused by every deferred round on a GPU
 
     def sample_batches(self, points: Sequence[Params], sequential: bool = True) -> list[Batch]:
         """One batch per point, drawn in order with the cell's generator (by the objective's
         :meth:`~optkit.interfaces.RoundBatches.sample_round` where it draws whole rounds)."""
-        if isinstance(self.objective, RoundBatches):
-            return self.objective.sample_round(self.generator, points, sequential)
+        if self._sample_round is not None:
+            return self._sample_round(self.generator, points, sequential)
         return [self.objective.sample_batch(self.generator, p) for p in points]
 
     def evaluate(

@@ -84,9 +84,7 @@ def run_task(
             print(f"optkit: note: {run.lock.note}", file=sys.stderr, flush=True)
         return _run_locked(task, run, report, resume, registry, progress, chosen)
     finally:
-        close = getattr(chosen, "close", None)
-        if callable(close):  # a launcher's workers (``processes``) end with the run
-            close()
+        chosen.close()  # a launcher's workers (``processes``) end with the run
         run.close()
 
 

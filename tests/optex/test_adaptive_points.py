@@ -7,43 +7,20 @@ import itertools
 from typing import Any
 
 import pytest
-import torch
 from optkit_optex.config import OptExConfig
-from optkit_optex.engine import Engine
-from optkit_optex.flat import Flattener
 from optkit_optex.rounds import even_counts
-from optkit_optex.rules import base_rule
 
 from optkit.errors import ConfigError
-from optkit.oracle import Oracle
-from optkit.registry import get_registry
 
-REG = get_registry()
+from .test_engine import by_hand, objective
 
 
 def run(
     config: OptExConfig, iters: int, noise: float, lr: float = 0.05
 ) -> list[tuple[list[int], int]]:
-    """(workers per point, chosen point) of each round on a noisy Rosenbrock."""
-    obj = REG.create("objective", {"name": "rosenbrock", "dim": 20, "noise": noise})
-    obj.prepare(torch.device("cpu"), torch.float64)
-    gen = torch.Generator().manual_seed(4)
-    start = obj.init_params(gen)
-    flat = Flattener(start)
-    engine = Engine(config)
-    base = REG.create("optimizer", {"name": "adam", "lr": lr})
-    x = flat.flatten(start)
-    state = engine.init(x, base_rule(base, flat, fused=True))
-    oracle = Oracle(obj, REG.create("executor", {"name": "serial"}), gen)
-    out = []
-    for _ in range(iters):
-        planned = engine.plan(x, state)
-        evaluation = oracle.evaluate([flat.unflatten(p) for p in planned.expanded()])
-        x, state, info = engine.update(
-            state, planned, flat.flatten_many(evaluation.grads), evaluation.losses
-        )
-        out.append((list(planned.counts), info.chosen))
-    return out
+    """(workers per point, chosen point) of each round on a noisy Rosenbrock (d = 20)."""
+    _, rounds, _ = by_hand(config, objective(d=20, noise=noise), iters, seed=4, lr=lr)
+    return [(list(planned.counts), chosen) for planned, _, chosen in rounds]
 
 
 @pytest.mark.parametrize("noise", [0.0, 30.0])

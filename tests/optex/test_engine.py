@@ -27,15 +27,22 @@ def objective(d: int = 30, noise: float = 0.0, fn: str = "rosenbrock") -> Object
 
 
 def by_hand(
-    config: OptExConfig, obj: Objective, iters: int, *, fused: bool = True, seed: int = 2
-) -> tuple[torch.Tensor, list[tuple[Round, torch.Tensor]], EngineState]:
-    """``iters`` engine iterations on ``obj``, the round evaluated through an oracle; the
-    rounds with a copy of their points (the engine's buffer is reused by the next plan)."""
+    config: OptExConfig,
+    obj: Objective,
+    iters: int,
+    *,
+    fused: bool = True,
+    seed: int = 2,
+    lr: float = 0.05,
+) -> tuple[torch.Tensor, list[tuple[Round, torch.Tensor, int]], EngineState]:
+    """``iters`` engine iterations on ``obj`` (base Adam at ``lr``), the round evaluated
+    through an oracle; the rounds with a copy of their points (the engine's buffer is reused
+    by the next plan) and the point each one's true step started from."""
     gen = torch.Generator().manual_seed(seed)
     start = obj.init_params(gen)
     flat = Flattener(start)
     engine = Engine(config)
-    base = REG.create("optimizer", {"name": "adam", "lr": 0.05})
+    base = REG.create("optimizer", {"name": "adam", "lr": lr})
     x = flat.flatten(start)
     state = engine.init(x, base_rule(base, flat, fused=fused))
     oracle = Oracle(obj, REG.create("executor", {"name": "serial"}), gen)
@@ -44,8 +51,8 @@ def by_hand(
         planned = engine.plan(x, state)
         evaluation = oracle.evaluate([flat.unflatten(p) for p in planned.expanded()])
         grads = flat.flatten_many(evaluation.grads)
-        x, state, _ = engine.update(state, planned, grads, evaluation.losses)
-        rounds.append((planned, planned.points.clone()))
+        x, state, info = engine.update(state, planned, grads, evaluation.losses)
+        rounds.append((planned, planned.points.clone(), info.chosen))
     return x, rounds, state
 
 
@@ -82,7 +89,7 @@ def test_plan_gives_the_points_and_update_takes_their_gradients() -> None:
     n, d = 4, 30
     config = OptExConfig(parallelism=n, estimator=EstimatorConfig(history=12, fit_lag=0))
     x, rounds, state = by_hand(config, objective(d), 3)
-    (first, p1), (second, p2) = rounds[0], rounds[1]
+    (first, p1, _), (second, p2, _) = rounds[0], rounds[1]
     # empty history: N copies of the start point, no proxy steps
     assert not first.ran and p1.shape == (n, d) and first.counts == [1] * n
     assert torch.equal(p1, p1[:1].expand(n, -1))
@@ -97,7 +104,7 @@ def test_plan_gives_the_points_and_update_takes_their_gradients() -> None:
 def test_a_stopped_trajectory_sends_every_worker_to_its_last_point() -> None:
     config = OptExConfig(parallelism=3, batches_per_point=2, stop_variance=1e-12)
     _, rounds, _ = by_hand(config, objective(noise=1.0), 8)
-    stopped = [r for r, points in rounds if points.shape[0] == 1]
+    stopped = [r for r, points, _ in rounds if points.shape[0] == 1]
     assert len(stopped) >= 3
     for planned in stopped:
         assert planned.counts == [6] and planned.workers() == 6

@@ -181,15 +181,28 @@ def test_dqn_per_gradient_steps_the_env_once_per_gradient_and_is_unchanged(
 
 
 def test_dqn_per_round_acts_with_the_first_point_of_a_round(registry: Registry) -> None:
-    obj = registry.create("objective", {"name": "dqn", **FAST_DQN, "collect": "per_round"})
+    greedy = {"eps_start": 0.0, "eps_end": 0.0}  # after the warm-up, every action is greedy
+    spec = {"name": "dqn", **FAST_DQN, **greedy, "collect": "per_round"}
+    obj = registry.create("objective", spec)
     obj.prepare(torch.device("cpu"), torch.float32)
     gen = torch.Generator().manual_seed(0)
-    points = [obj.init_params(gen) for _ in range(3)]
+    point = obj.init_params(gen)
+    # the same network with its output negated: the opposite greedy action in every state
+    flipped = {k: -v if k.startswith("q2.") else v for k, v in point.items()}
     start = obj.env_steps
-    batches = obj.sample_round(gen, points, sequential=False)  # a free round collects nothing
-    assert obj.env_steps == start and len(batches) == 3
-    batches = obj.sample_round(gen, points, sequential=True)
-    assert obj.env_steps == start + 1
-    assert [b["obs"].shape for b in batches] == [(FAST_DQN["batch_size"], 4)] * 3
+    batches = obj.sample_round(gen, [point, flipped], sequential=False)  # free: no env step
+    assert obj.env_steps == start and len(batches) == 2
+    for first in (point, flipped, point):
+        last = obj.buffer.pos - 1
+        batches = obj.sample_round(gen, [first, point if first is flipped else flipped], True)
+        acted = obj.buffer.pos - 1
+        assert acted == last + 1 and obj.env_steps == start + 1
+        start = obj.env_steps
+        obs = obj.buffer.obs[acted]
+        assert obj.buffer.action[acted] == obj.greedy_action(first, obs)
+        assert obj.greedy_action(first, obs) != obj.greedy_action(
+            point if first is flipped else flipped, obs
+        )
+        assert [b["obs"].shape for b in batches] == [(FAST_DQN["batch_size"], 4)] * 2
     with pytest.raises(ConfigError, match=r"collect must be one of 'per_gradient', 'per_round'"):
         registry.create("objective", {"name": "dqn", "collect": "per_step"})
