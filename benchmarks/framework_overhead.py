@@ -23,6 +23,8 @@ drifts of the machine hit every variant alike), the median over rounds of the bl
   task without an ``executor`` key); both built-in executors evaluate one point the same way;
 * on CUDA also ``optkit_step_check_now``: ``optkit_step`` with the finite check read at once
   (``defer_check=False``: one host sync per step), beside the deferred read;
+* with ``--networks`` also issue 19's Fashion-MNIST CNN and Shakespeare transformer at batch
+  256 (``--only fashion_cnn_b256,...`` keeps only the named networks);
 * on CUDA also the objective ``mlp_wide`` (width 4096, minibatch 2048, 17.8M parameters),
   where the device's work, not the host's, bounds an iteration;
 * ``ratio_step``, ``ratio_run_loop``, ``ratio_step_serial`` (and ``ratio_step_check_now``):
@@ -129,16 +131,47 @@ class BenchMLP(Objective):
         return {"loss": float(self.loss(params, torch.arange(self.n, device=self.device)))}
 
 
-def objectives(small: bool, device: torch.device) -> dict[str, tuple[Objective, float]]:
-    """name -> (prepared objective, Adam learning rate)."""
+# issue 19's GPU study models at batch 256 (their data must be in the cache): many parameter
+# tensors and small kernels, so the host's launches can bound an iteration
+NETWORKS: dict[str, tuple[dict[str, Any], float]] = {
+    "fashion_cnn_b256": ({"name": "fashion_mnist", "model": "cnn", "batch_size": 256}, 1e-3),
+    "shakespeare_b256": (
+        {
+            "name": "shakespeare",
+            "context": 64,
+            "width": 64,
+            "layers": 2,
+            "heads": 4,
+            "batch_size": 256,
+        },
+        3e-3,
+    ),
+}
+
+
+def objectives(
+    small: bool, device: torch.device, networks: bool = False, only: str = ""
+) -> dict[str, tuple[Objective, float]]:
+    """name -> (prepared objective, Adam learning rate); with ``networks`` also
+    :data:`NETWORKS`; ``only`` (comma-separated names) keeps those (checked by
+    :func:`check_only` before anything is built)."""
     reg = get_registry()
+    keep = set(only.split(",")) if only else None
+    out: dict[str, tuple[Objective, float]] = {}
+    if networks:
+        for name, (spec, lr) in NETWORKS.items():
+            if keep is None or name in keep:
+                net = reg.create("objective", spec)
+                net.prepare(device, torch.float32)
+                out[name] = (net, lr)
+    if keep is not None and keep <= set(NETWORKS):
+        return out
     if small:
         dims = [100]
     elif device.type == "cuda":
         dims = [100_000, 1_000_000]
     else:  # d = 1e3: the host's own work dominates, as it does for small kernels on a GPU
         dims = [1000, 100_000]
-    out: dict[str, tuple[Objective, float]] = {}
     for d in dims:
         obj = reg.create("objective", {"name": "rosenbrock", "dim": d})
         obj.prepare(device, torch.float32)
@@ -370,13 +403,27 @@ def oracle_in_optex(
 
 
 # ----------------------------------------------------------------------- driver
-def bench_device(device: torch.device, small: bool) -> dict[str, Any]:
+def check_only(only: str, networks: bool) -> None:
+    """Raise ValueError unless every name in ``only`` is a network of :data:`NETWORKS` (with
+    ``networks``); ``--only`` selects among the networks only."""
+    unknown = sorted(set(only.split(",")) - set(NETWORKS)) if only else []
+    if only and not networks:
+        raise ValueError("--only selects networks: it needs --networks")
+    if unknown:
+        raise ValueError(
+            f"--only: unknown network(s) {', '.join(unknown)}; valid: {', '.join(NETWORKS)}"
+        )
+
+
+def bench_device(
+    device: torch.device, small: bool, networks: bool = False, only: str = ""
+) -> dict[str, Any]:
     rounds, block = (3, 5) if small else (15, 20)
     warm, iters = (3, 5) if small else ((10, 30) if device.type == "cuda" else (5, 12))
     out: dict[str, Any] = {}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
-    for name, (obj, lr) in objectives(small, device).items():
+    for name, (obj, lr) in objectives(small, device, networks, only).items():
         print(f"[{device.type}] {name}", file=sys.stderr, flush=True)
         out[name] = {
             "iteration": iteration_cost(obj, lr, device, rounds, block),
@@ -421,7 +468,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--devices", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--small", action="store_true", help="tiny sizes (smoke run)")
+    parser.add_argument(
+        "--networks",
+        action="store_true",
+        help=f"also issue 19's networks ({', '.join(NETWORKS)}); their data must be cached",
+    )
+    parser.add_argument("--only", default="", help="comma-separated networks: only those")
     args = parser.parse_args(argv)
+    try:
+        check_only(args.only, args.networks)
+    except ValueError as err:
+        parser.error(str(err))
     torch.set_num_threads(1)
     devices = ["cpu", "cuda"] if args.devices == "auto" else [args.devices]
     if not torch.cuda.is_available():
@@ -441,7 +498,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "load_average_at_start": os.getloadavg(),
         },
         "small": args.small,
-        "devices": {d: bench_device(torch.device(d), args.small) for d in devices},
+        "devices": {
+            d: bench_device(torch.device(d), args.small, args.networks, args.only) for d in devices
+        },
     }
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=2)

@@ -34,13 +34,15 @@ class Oracle:
         defer_check: bool = False,
     ) -> None:
         """Args:
-        defer_check: read each round's finite check when the *next* round begins (or at
-            :meth:`settle`) instead of at once. On a GPU the read then finds the check long
-            done, so a round costs the host no wait for the device and the device's queue
-            never drains between steps (a plain training loop never waits either). The
-            round's losses and gradients are kept until then, for the exact message, and a
-            non-finite round is reported with its own counters, one round late: a caller
-            that defers must call :meth:`settle` before it trusts or records a result
+        defer_check: read each round's finite check once the *next* round's work is queued
+            (or at :meth:`settle`) instead of at once. On a GPU the host then waits for a
+            round only while the device already holds the next one, so the device's queue
+            never drains between steps (a plain training loop never waits at all). The
+            round's losses and gradients are kept until then, for the exact message (so two
+            rounds' gradients are alive while the next one is evaluated), and a
+            non-finite round is reported with its own counters, one round late (the next
+            round has been evaluated and counted by then): a caller that defers must call
+            :meth:`settle` before it trusts or records a result
             (:func:`optkit.runner.run_loop` does at every evaluation and at the end).
         """
         self.objective = objective
@@ -52,7 +54,9 @@ class Oracle:
         # an objective that draws whole rounds (RoundBatches): checked once, not every round
         self._sample_round = objective.sample_round if isinstance(objective, RoundBatches) else None
         self._pending: _PendingCheck | None = None
-        self._staging: _HostStaging | None = None  # reused by every deferred round on a GPU
+        # two pinned buffers on a GPU, used in turn: a round is staged while the one before
+        # it is still unread
+        self._stagings: list[_HostStaging] = []
 
     def sample_batches(self, points: Sequence[Params], sequential: bool = True) -> list[Batch]:
         """One batch per point, drawn in order with the cell's generator (by the objective's
@@ -81,7 +85,6 @@ class Oracle:
         """
         if not points:
             raise ValueError("Oracle.evaluate needs at least one point")
-        self.settle()
         if batches is None:
             batches = self.sample_batches(points, sequential)
         evaluation = self.executor.evaluate(self.objective, points, batches)
@@ -91,15 +94,25 @@ class Oracle:
         probe = finite_probe(_checked_tensors(evaluation))
         staging = None
         if self.defer_check and probe.device.type == "cuda":
-            if self._staging is None or not self._staging.fits(probe):
-                self._staging = _HostStaging(probe)
-            staging = self._staging
+            staging = self._free_staging(probe)
         pending = _PendingCheck(probe, evaluation, self.grad_evals, self.sequential_steps, staging)
         if self.defer_check:
-            self._pending = pending
+            # the round before this one is read only now, with this round's work queued
+            previous, self._pending = self._pending, pending
+            if previous is not None:
+                previous.raise_if_non_finite()
         else:
             pending.raise_if_non_finite()
         return evaluation
+
+    def _free_staging(self, probe: torch.Tensor) -> _HostStaging:
+        """The pinned buffer the unread round (if any) does not hold."""
+        busy = self._pending.staging if self._pending is not None else None
+        for staging in self._stagings:
+            if staging is not busy and staging.fits(probe):
+                return staging
+        self._stagings = [s for s in self._stagings if s is busy] + [_HostStaging(probe)]
+        return self._stagings[-1]
 
     def settle(self) -> None:
         """Read the finite check of a round whose check was deferred (``defer_check``), if
@@ -118,8 +131,8 @@ def _checked_tensors(evaluation: Evaluation) -> list[torch.Tensor]:
 
 
 class _HostStaging:
-    """A pinned host copy of a probe and an event behind it: one of each per oracle, reused
-    round after round (a round is settled before the next one stages its probe)."""
+    """A pinned host copy of a probe and an event behind it: two per oracle, reused in turn
+    (a round stages its probe while the round before it is still unread)."""
 
     def __init__(self, probe: torch.Tensor) -> None:
         self.host = torch.empty(probe.shape, dtype=probe.dtype, pin_memory=True)
@@ -156,6 +169,7 @@ class _PendingCheck:
         self.evaluation = evaluation
         self.grad_evals, self.sequential_steps = grad_evals, sequential_steps
         self.event: torch.cuda.Event | None = None
+        self.staging = staging
         if staging is not None:
             probe, self.event = staging.stage(probe), staging.event
         self.probe = probe

@@ -170,8 +170,8 @@ ZERO_W = {"w": torch.tensor([1.0, 0.0, 1.0]), "b": torch.zeros(2)}
 
 
 def test_a_deferred_check_raises_at_the_next_round_with_the_bad_rounds_counters() -> None:
-    """``defer_check``: a non-finite round returns; the next round (before it evaluates
-    anything) raises the message the immediate check gives, with the bad round's counters."""
+    """``defer_check``: a non-finite round returns; the next round, once its own work is
+    queued, raises the message the immediate check gives, with the bad round's counters."""
     immediate = oracle(SerialExecutor())
     immediate.evaluate([FINE])
     with pytest.raises(DivergenceError) as now:
@@ -184,7 +184,8 @@ def test_a_deferred_check_raises_at_the_next_round_with_the_bad_rounds_counters(
         orc.evaluate([FINE])
     assert str(late.value) == str(now.value)
     assert "gradient evaluation 3 (sequential step 2)" in str(late.value)
-    assert (orc.grad_evals, orc.sequential_steps) == (3, 2)  # round 3 never ran
+    assert (orc.grad_evals, orc.sequential_steps) == (4, 3)  # round 3 was queued first
+    orc.settle()  # round 3 itself was finite
 
 
 def test_settle_reads_the_deferred_round_once() -> None:
@@ -220,6 +221,12 @@ def test_a_deferred_round_does_not_synchronise_the_host_on_cuda() -> None:
     orc.evaluate([{k: v.cuda() for k, v in ZERO_W.items()}])
     with pytest.raises(DivergenceError, match=r"parameter 'w' at gradient evaluation 3"):
         orc.settle()
+    # two rounds in flight: the finite round staged after a bad one does not overwrite the
+    # bad round's pinned copy
+    orc.evaluate([{k: v.cuda() for k, v in ZERO_W.items()}])
+    with pytest.raises(DivergenceError, match=r"parameter 'w' at gradient evaluation 4"):
+        orc.evaluate([fine])
+    assert len(orc._stagings) == 2
 
 
 class NaNAtDraw(Objective):
