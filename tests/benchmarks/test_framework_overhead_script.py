@@ -25,3 +25,23 @@ def test_framework_overhead_small(tmp_path: Path) -> None:
         for key in ("ratio_step", "ratio_run_loop"):
             assert math.isfinite(row["iteration"][key]) and row["iteration"][key] > 0, (name, key)
         assert row["oracle_in_optex"]["oracle_ms"] > 0, name
+
+
+def test_networks_match_the_gpu_benchmark_and_only_is_checked_first() -> None:
+    """``--networks`` times the same two models as ``optex_gpu.py --networks`` (the GPU
+    study's, at batch 256; the specs build through the registry, their data is loaded only by
+    ``prepare`` on the GPU machine), and a bad ``--only`` exits 2 before anything is timed,
+    naming the valid networks."""
+    from optkit.registry import get_registry
+
+    script = runpy.run_path(str(SCRIPT), run_name="framework_overhead")
+    gpu = runpy.run_path(str(SCRIPT.with_name("optex_gpu.py")), run_name="optex_gpu")
+    assert script["NETWORKS"] == gpu["NETWORKS"]
+    for spec, _ in script["NETWORKS"].values():
+        assert get_registry().create("objective", spec).name == spec["name"]
+    with pytest.raises(ValueError, match=r"unknown network\(s\) cifar; valid: fashion_cnn_b256"):
+        script["check_only"]("cifar", True)
+    for argv in (["--networks", "--only", "cifar"], ["--only", "fashion_cnn_b256"]):
+        with pytest.raises(SystemExit) as exit_info:
+            script["main"]([*argv, "--out", "unused.json"])
+        assert exit_info.value.code == 2
