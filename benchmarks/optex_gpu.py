@@ -45,7 +45,7 @@ from optkit_optex.estimator import KernelGradientEstimator
 import optkit
 from optkit.errors import ConfigError
 from optkit.interfaces import Objective, Params
-from optkit.testing import TimedOracle, count_syncs
+from optkit.testing import GPU_STUDY_NETWORKS, TimedOracle, count_syncs
 
 N = 8
 T0 = 50
@@ -69,21 +69,8 @@ def timed(fn: Callable[[], Any], device: torch.device, reps: int, warm: int = 3)
     return statistics.median(out)
 
 
-NETWORKS: dict[str, tuple[dict[str, Any], float]] = {
-    # the models of tasks/study-optex-networks-{fashion,shakespeare}-gpu.toml at batch 256
-    "fashion_cnn_b256": ({"name": "fashion_mnist", "model": "cnn", "batch_size": 256}, 1e-3),
-    "shakespeare_b256": (
-        {
-            "name": "shakespeare",
-            "context": 64,
-            "width": 64,
-            "layers": 2,
-            "heads": 4,
-            "batch_size": 256,
-        },
-        3e-3,
-    ),
-}
+# the models of tasks/study-optex-networks-{fashion,shakespeare}-gpu.toml at batch 256
+NETWORKS = GPU_STUDY_NETWORKS
 
 
 def specs(lr: float) -> dict[str, dict[str, Any]]:

@@ -19,9 +19,11 @@ from optkit.testing.kits import (
     example_config,
     reference_objective,
 )
+from optkit.testing.networks import GPU_STUDY_NETWORKS
 from optkit.testing.timing import TimedOracle
 
 __all__ = [
+    "GPU_STUDY_NETWORKS",
     "TimedOracle",
     "check_executor",
     "check_hyperoptimizer",

@@ -27,17 +27,31 @@ def test_framework_overhead_small(tmp_path: Path) -> None:
         assert row["oracle_in_optex"]["oracle_ms"] > 0, name
 
 
-def test_networks_match_the_gpu_benchmark_and_only_is_checked_first() -> None:
-    """``--networks`` times the same two models as ``optex_gpu.py --networks`` (the GPU
-    study's, at batch 256; the specs build through the registry, their data is loaded only by
+def test_networks_are_the_gpu_studys_models_and_only_is_checked_first() -> None:
+    """``--networks`` times the models of the GPU study's task files at batch 256 with their
+    vanilla rows' rates (one definition, :data:`optkit.testing.GPU_STUDY_NETWORKS`, also read by
+    ``optex_gpu.py``; the specs build through the registry, their data is loaded only by
     ``prepare`` on the GPU machine), and a bad ``--only`` exits 2 before anything is timed,
     naming the valid networks."""
+    from optkit import load_task
     from optkit.registry import get_registry
+    from optkit.testing import GPU_STUDY_NETWORKS
 
     script = runpy.run_path(str(SCRIPT), run_name="framework_overhead")
     gpu = runpy.run_path(str(SCRIPT.with_name("optex_gpu.py")), run_name="optex_gpu")
-    assert script["NETWORKS"] == gpu["NETWORKS"]
-    for spec, _ in script["NETWORKS"].values():
+    assert script["NETWORKS"] is GPU_STUDY_NETWORKS and gpu["NETWORKS"] is GPU_STUDY_NETWORKS
+    tasks = SCRIPT.parents[1] / "tasks"
+    studies = {"fashion_cnn_b256": "fashion", "shakespeare_b256": "shakespeare"}
+    assert set(GPU_STUDY_NETWORKS) == set(studies)
+    for name, (spec, lr) in GPU_STUDY_NETWORKS.items():
+        task = load_task(tasks / f"study-optex-networks-{studies[name]}-gpu.toml")
+        [study_objective] = task.objectives
+        assert study_objective.name == spec["name"], name
+        assert {k: v for k, v in spec.items() if k != "name"}.items() <= (
+            study_objective.config.items()
+        ), (name, study_objective.config)
+        vanilla = next(o for o in task.optimizers if o.label == "vanilla")
+        assert vanilla.config["lr"] == lr, name
         assert get_registry().create("objective", spec).name == spec["name"]
     with pytest.raises(ValueError, match=r"unknown network\(s\) cifar; valid: fashion_cnn_b256"):
         script["check_only"]("cifar", True)
