@@ -27,8 +27,11 @@ drifts of the machine hit every variant alike), the median over rounds of the bl
   256 (``--only fashion_cnn_b256,...`` keeps only the named networks);
 * on CUDA also the objective ``mlp_wide`` (width 4096, minibatch 2048, 17.8M parameters),
   where the device's work, not the host's, bounds an iteration;
-* ``ratio_step``, ``ratio_run_loop``, ``ratio_step_serial`` (and ``ratio_step_check_now``):
-  those over ``plain``;
+* on CUDA, for objectives that declare ``graph_safe``, also ``optkit_step_graph`` and
+  ``run_loop_graph``: the same with the ``vmap`` executor's ``cuda_graph`` (each round's
+  forward and backward replayed from a captured CUDA graph);
+* ``ratio_step``, ``ratio_run_loop``, ``ratio_step_serial`` (and ``ratio_step_check_now``,
+  ``ratio_step_graph``, ``ratio_run_loop_graph``): those over ``plain``;
   ``*_min_ms`` and ``ratio_*_min``: the same from the fastest block of each (on a machine
   shared with other work, the medians move with its load);
 * on the CPU also ``*_cpu_ms`` and ``ratio_*_cpu`` (not ``run_loop``): the same from the
@@ -211,13 +214,15 @@ class OptkitStep(Variant):
         seed: int = 0,
         executor: str = "vmap",
         defer: bool | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         reg = get_registry()
         self.gen = torch.Generator().manual_seed(seed)
         self.opt = reg.create("optimizer", spec)
         self.params = obj.init_params(self.gen)
         self.state = self.opt.init(self.params)
-        executor_ = reg.create("executor", {"name": executor})
+        graph = {"cuda_graph": True} if cuda_graph else {}
+        executor_ = reg.create("executor", {"name": executor, **graph})
         # as run_loop builds it: on a GPU each round's finite check is read one round late
         defer = obj.device.type == "cuda" if defer is None else defer
         self.oracle = Oracle(obj, executor_, self.gen, defer_check=defer)
@@ -231,12 +236,14 @@ class RunLoop(Variant):
     """:func:`optkit.runner.run_loop` for k iterations, evaluating at both ends only; its
     time is the ``wall_s`` it reports (optimization time: the evaluations are not in it)."""
 
-    def __init__(self, obj: Objective, spec: dict[str, Any]) -> None:
+    def __init__(self, obj: Objective, spec: dict[str, Any], cuda_graph: bool = False) -> None:
         self.obj, self.opt = obj, get_registry().create("optimizer", spec)
         self.wall_s = 0.0
+        self.cuda_graph = cuda_graph
 
     def block(self, k: int) -> None:
-        row = run_loop(self.obj, self.opt, VmapExecutor(), 0, Budget(k, eval_every=k), "loss")
+        executor = VmapExecutor(cuda_graph=self.cuda_graph)
+        row = run_loop(self.obj, self.opt, executor, 0, Budget(k, eval_every=k), "loss")
         self.wall_s = float(row["wall_s"])
 
 
@@ -253,10 +260,15 @@ def iteration_cost(
     }
     if device.type == "cuda":  # the same step reading its finite check at once (one sync)
         variants["optkit_step_check_now"] = OptkitStep(obj, spec, defer=False)
+        if obj.graph_safe:  # the executor's rounds replayed from CUDA graphs
+            variants["optkit_step_graph"] = OptkitStep(obj, spec, cuda_graph=True)
+            variants["run_loop_graph"] = RunLoop(obj, spec, cuda_graph=True)
     for v in variants.values():
         v.block(3)
     times: dict[str, list[float]] = {label: [] for label in variants}
-    cpu: dict[str, list[float]] = {label: [] for label in variants if label != "run_loop"}
+    cpu: dict[str, list[float]] = {
+        label: [] for label, v in variants.items() if not isinstance(v, RunLoop)
+    }
     order = list(variants.items())
     for r in range(rounds):
         for label, v in order if r % 2 == 0 else order[::-1]:  # no variant always first
@@ -287,6 +299,8 @@ RATIOS = {
     "ratio_run_loop": "run_loop",
     "ratio_step_serial": "optkit_step_serial",
     "ratio_step_check_now": "optkit_step_check_now",
+    "ratio_step_graph": "optkit_step_graph",
+    "ratio_run_loop_graph": "run_loop_graph",
 }
 """Ratio name -> the variant it divides by ``plain`` (``*_min``: the same of the fastest
 blocks, ``*_cpu``: of the thread's CPU time; both less sensitive to other load on a shared
@@ -439,6 +453,11 @@ def summary(result: dict[str, Any]) -> str:
             cpu = f" (CPU time: step {it['ratio_step_cpu']:.2f}x)" if "ratio_step_cpu" in it else ""
             if "ratio_step_check_now" in it:
                 cpu += f" (check read at once: {it['ratio_step_check_now']:.2f}x)"
+            if "ratio_step_graph" in it:
+                cpu += (
+                    f" (graphed rounds: step {it['ratio_step_graph']:.2f}x,"
+                    f" run_loop {it['ratio_run_loop_graph']:.2f}x)"
+                )
             lines.append(
                 f"{dev:4s} {name:18s} plain {it['plain_ms']:.3f} ms, optkit step"
                 f" {it['optkit_step_ms']:.3f} ms ({it['ratio_step']:.2f}x), run_loop"

@@ -12,8 +12,9 @@ and ``mnist`` with the MLP (minibatch 128, Adam lr 1e-3; its data must be cached
 (``--only a,b`` keeps the named objectives). Variants,
 N = 8, ``vmap`` executor: ``vanilla`` (the framework's ``adam``), ``raw_adam`` (a plain eager
 ``torch.optim.Adam`` loop outside the framework), ``optex`` (defaults) and option variants of
-it, ``data_parallel`` and ``target``. A variant whose config the installed optimizer rejects
-is recorded with its error, not run.
+it, ``data_parallel`` and ``target``; ``*_graph``: ``vanilla``, ``optex`` and ``data_parallel``
+with the executor's rounds replayed from CUDA graphs (``cuda_graph``). A variant whose config
+the installed optimizer rejects is recorded with its error, not run.
 
 Per objective: milliseconds per iteration (interleaved variants; steady state and each
 iteration synchronized), the oracle's time per round (``oracle_ms``: wall-clock inside
@@ -73,6 +74,9 @@ def timed(fn: Callable[[], Any], device: torch.device, reps: int, warm: int = 3)
 NETWORKS = GPU_STUDY_NETWORKS
 
 
+GRAPHED = {"name": "vmap", "cuda_graph": True}
+
+
 def specs(lr: float) -> dict[str, dict[str, Any]]:
     """The variants by label; ``raw`` marks the plain loop."""
     base = {"name": "optex", "base": "adam", "base_config": {"lr": lr}, "parallelism": N}
@@ -89,6 +93,10 @@ def specs(lr: float) -> dict[str, dict[str, Any]]:
         "optex_refit10": {**base, "refit_every": 10},
         "data_parallel": {"name": "data_parallel", **wrap},
         "target": {"name": "target", **wrap},
+        # the same rounds replayed from CUDA graphs (the vmap executor's cuda_graph)
+        "vanilla_graph": {"name": "adam", "lr": lr, "executor": GRAPHED},
+        "optex_graph": {**base, "executor": GRAPHED},
+        "data_parallel_graph": {"name": "data_parallel", **wrap, "executor": GRAPHED},
     }
 
 
@@ -105,10 +113,10 @@ class Runner:
             self.torch_opt = torch.optim.Adam(list(self.leaves.values()), lr=spec["lr"])
             return
         registry = optkit.get_registry()
-        self.opt = registry.create("optimizer", spec)
+        self.opt = registry.create("optimizer", {k: v for k, v in spec.items() if k != "executor"})
         self.p, self.s = start, self.opt.init(start)
         # as run_loop builds it: on a GPU each round's finite check is read one round late
-        executor = registry.create("executor", {"name": "vmap"})
+        executor = registry.create("executor", spec.get("executor", {"name": "vmap"}))
         defer = obj.device.type == "cuda"
         self.oracle = TimedOracle(obj, executor, self.gen, defer_check=defer)
 
@@ -267,6 +275,9 @@ def goal(iteration_ms: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out[name] = {
             "vanilla_over_plain_loop": ratio,
             "vanilla_over_plain_loop_synced": row["vanilla_synced"] / row["raw_adam_synced"],
+            "vanilla_graph_over_plain_loop": row["vanilla_graph"] / row["raw_adam"],
+            "optex_graph_over_vanilla_graph": row["optex_graph"] / row["vanilla_graph"],
+            "optex_graph_over_plain_loop": row["optex_graph"] / row["raw_adam"],
             "optex_oracle_ms_per_round": oracle,
             "met": ratio <= 1.1 and oracle is not None and oracle < 1.0,
         }

@@ -27,6 +27,7 @@ from optkit.interfaces import (
     Support,
 )
 from optkit.process_launcher import ProcessLauncher
+from optkit.round_graphs import GraphedRounds, RoundBody
 
 
 def stack_points(points: Sequence[Params]) -> Params:
@@ -116,13 +117,19 @@ class VmapExecutor(Executor):
     name: ClassVar[str] = "vmap"
     summary: ClassVar[str] = "N gradient evaluations in one torch.func.vmap call"
 
-    def __init__(self, *, chunk_size: int | None = None) -> None:
+    def __init__(self, *, chunk_size: int | None = None, cuda_graph: bool = False) -> None:
         """Args:
         chunk_size: evaluate at most this many points per vmapped call (memory bound);
             ``None`` evaluates all N at once.
+        cuda_graph: on a GPU, replay each round shape's forward and backward from a CUDA
+            graph (:mod:`optkit.round_graphs`): the same numbers, far less host work per
+            round. Needs an objective that declares ``graph_safe``; does nothing for params
+            on the CPU.
         """
         self.chunk_size = chunk_size
+        self.cuda_graph = cuda_graph
         self._cache: dict[tuple[int, bool], Callable[..., Any]] = {}
+        self._graphs = GraphedRounds("the vmap executor's round") if cuda_graph else None
 
     def supports(self, objective: Objective) -> Support:
         if not objective.vmappable:
@@ -130,25 +137,62 @@ class VmapExecutor(Executor):
                 f"objective '{objective.name}' is not vmappable (its loss uses data-dependent"
                 " control flow); use executor 'serial'"
             )
+        if self.cuda_graph and not objective.graph_safe:
+            return Support.no(
+                f"objective '{objective.name}' does not declare graph_safe (a replayed CUDA"
+                " graph would repeat its first round's control flow and memory); use executor"
+                " 'vmap' without cuda_graph"
+            )
         return Support.yes()
 
     def evaluate(
+        self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
+    ) -> Evaluation:
+        if self._graphs is not None and next(iter(points[0].values())).is_cuda:
+            return self._graphs.evaluate(
+                objective, points, batches, self._round_body(objective, len(points)), self._eager
+            )
+        return self._eager(objective, points, batches)
+
+    def _eager(
         self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]
     ) -> Evaluation:
         n = len(points)
         if n == 1:  # nothing to batch: no stack/unstack copies, no torch.func transforms
             value, point_grads = value_and_grad(objective, points[0], batches[0])
             return Evaluation(value.reshape(1), [point_grads])
-        has_batch = batches[0] is not None
-        key = (id(objective), has_batch)
-        fn = self._cache.get(key)
-        if fn is None:
-            in_dims = (0, 0) if has_batch else (0, None)
-            fn = vmap(grad_and_value(objective.loss), in_dims=in_dims, chunk_size=self.chunk_size)
-            self._cache = {key: fn}
-        stacked_grads, values = fn(stack_points(points), stack_batches(batches))
-        grads = unstack_points({k: v.detach() for k, v in stacked_grads.items()}, n)
-        return Evaluation(values.detach(), grads)
+        values, stacked_grads = self._round_body(objective, n)(
+            stack_points(points), stack_batches(batches)
+        )
+        return Evaluation(values, unstack_points(stacked_grads, n))
+
+    def _round_body(self, objective: Objective, n: int) -> RoundBody:
+        """The round on stacked params and batch (one point's params and batch for n = 1):
+        ``(losses, grads)``, detached."""
+        if n == 1:
+            return lambda point, batch: value_and_grad(objective, point, batch)
+
+        def body(stacked: Params, stacked_batch: Batch) -> tuple[torch.Tensor, Params]:
+            key = (id(objective), stacked_batch is not None)
+            fn = self._cache.get(key)
+            if fn is None:
+                in_dims = (0, 0) if stacked_batch is not None else (0, None)
+                fn = vmap(
+                    grad_and_value(objective.loss), in_dims=in_dims, chunk_size=self.chunk_size
+                )
+                self._cache = {key: fn}
+            stacked_grads, values = fn(stacked, stacked_batch)
+            return values.detach(), {k: v.detach() for k, v in stacked_grads.items()}
+
+        return body
+
+    def diagnostics(self) -> list[dict[str, Any]]:
+        """With ``cuda_graph``, once the cell ran a round on a GPU: the graphs' counters
+        (:meth:`optkit.round_graphs.GraphedRounds.diagnostics`)."""
+        graphs = self._graphs
+        if graphs is None or graphs.replays + graphs.eager == 0:
+            return []
+        return [graphs.diagnostics()]
 
 
 class LocalLauncher(Launcher):

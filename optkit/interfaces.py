@@ -139,6 +139,11 @@ class Objective(Plugin, abc.ABC):
         optimum: known optimal value of the loss (synthetic functions) or ``None``.
         vmappable: ``True`` when ``loss`` can run under ``torch.func.vmap`` (no data-dependent
             Python control flow, no in-place ops on inputs, no ``.item()``).
+        graph_safe: ``True`` when a CUDA graph of ``loss`` and its gradient, captured once,
+            replays correctly on new params and batches copied into the captured inputs
+            (the ``vmap`` executor's ``cuda_graph``): no host syncs, no Python control flow
+            or shapes that depend on values, and every other tensor ``loss`` reads is fixed
+            or updated in place, never replaced. Default ``False``: an objective opts in.
         stochastic: ``True`` when ``sample_batch`` draws random minibatches / noise.
         stateful_sampling: ``True`` when ``sample_batch`` advances state of the objective's
             own (an RL environment, a replay buffer): reproducibility then means that a run
@@ -147,6 +152,7 @@ class Objective(Plugin, abc.ABC):
 
     kind: ClassVar[str] = "objective"
     vmappable: ClassVar[bool] = True
+    graph_safe: ClassVar[bool] = False
     stateful_sampling: ClassVar[bool] = False
     primary_metric: ClassVar[str | None] = None
     """The metric of :meth:`evaluate` that reports show by default (``None``: ``gap`` when

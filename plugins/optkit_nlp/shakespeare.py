@@ -65,6 +65,7 @@ class Shakespeare(Objective):
     }
     summary: ClassVar[str] = "character-level causal transformer LM on Shakespeare (42 works)"
     vmappable: ClassVar[bool] = True
+    graph_safe: ClassVar[bool] = True  # loss reads only its arguments and fixed data
     stochastic = True
 
     def __init__(

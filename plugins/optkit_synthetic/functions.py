@@ -23,6 +23,7 @@ class SyntheticFunction(Objective):
 
     bounds: ClassVar[tuple[float, float]]
     vmappable: ClassVar[bool] = True
+    graph_safe: ClassVar[bool] = True  # loss reads only its arguments and fixed data
     batch_size: ClassVar[int] = 1
     """One noise draw per gradient evaluation (:class:`optkit.interfaces.SizedBatches`)."""
 

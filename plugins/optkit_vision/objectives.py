@@ -38,6 +38,7 @@ class ImageClassification(Objective):
 
     dataset: ClassVar[str]
     vmappable: ClassVar[bool] = True
+    graph_safe: ClassVar[bool] = True  # loss reads only its arguments and fixed data
     stochastic = True
     primary_metric: ClassVar[str | None] = "test_error"
 
