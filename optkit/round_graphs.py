@@ -55,6 +55,9 @@ class _Captured:
     """One round shape's graph, its static inputs, and where each call's tensors go."""
 
     graph: Any  # torch.cuda.CUDAGraph
+    objective: Objective
+    """Kept alive with its graph: the graph reads the objective's tensors (its data), and the
+    key names the objective by ``id``, which must not be reused while the graph lives."""
     params: Params
     batch: Batch
     inputs: list[torch.Tensor]
@@ -147,7 +150,7 @@ class GraphedRounds:
                     self._warm.add(key)
                 self.eager += 1
                 return eager(objective, points, batches)
-            entry = self._capture(points, batches, body)
+            entry = self._capture(objective, points, batches, body)
             if entry is None:
                 self.eager += 1
                 return eager(objective, points, batches)
@@ -157,7 +160,11 @@ class GraphedRounds:
         return entry.replay(len(points))
 
     def _capture(
-        self, points: Sequence[Params], batches: Sequence[Batch], body: RoundBody
+        self,
+        objective: Objective,
+        points: Sequence[Params],
+        batches: Sequence[Batch],
+        body: RoundBody,
     ) -> _Captured | None:
         params, batch, inputs = _static_inputs(points, batches)
         torch._foreach_copy_(inputs, _sources(points, batches))
@@ -179,7 +186,7 @@ class GraphedRounds:
                 self.failure,
             )
             return None
-        return _Captured(graph, params, batch, inputs, losses, grads)
+        return _Captured(graph, objective, params, batch, inputs, losses, grads)
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-plain counters (see the class docstring)."""
