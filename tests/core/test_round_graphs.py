@@ -218,7 +218,7 @@ def test_a_failed_capture_warns_once_and_runs_eagerly(caplog: pytest.LogCaptureF
                 eager.evaluate(objective, points, batches),
             )
     warnings = [r for r in caplog.records if "capture" in r.getMessage()]
-    assert len(warnings) == 1 and "runs eagerly" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "run eagerly" in warnings[0].getMessage()
     (events,) = graphed.diagnostics()
     assert events["replays"] == 0 and events["eager"] == 4 and events["failure"]
 
