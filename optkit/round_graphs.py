@@ -2,11 +2,12 @@
 
 A small network's training step on a GPU is bound by the host: the device finishes each kernel
 before Python has launched the next one. Replaying the round's forward and backward from a
-captured graph launches them all at once. :class:`GraphedRounds` keeps one graph per round
-shape: the first round of a shape runs eagerly (a warm-up), the second captures the round on
-static input tensors and replays it; later rounds copy their points and batches into the
-static inputs (one multi-tensor copy), replay, and copy the outputs out (one more), so every
-:class:`~optkit.interfaces.Evaluation` holds fresh tensors, as the eager path's do.
+captured graph launches them all at once. :class:`GraphedRounds` keeps static input tensors
+per round shape and replays through :class:`~optkit.cuda_graphs.KeyedGraphs` (the first round
+of a shape runs eagerly on them, a warm-up; the second captures and replays); every round
+copies its points and batches into the static inputs (one multi-tensor copy) and the outputs
+out (one more), so every :class:`~optkit.interfaces.Evaluation` holds fresh tensors, as the
+eager path's do.
 
 Only for objectives that declare :attr:`~optkit.interfaces.Objective.graph_safe`: a replay
 repeats the captured kernels on the captured memory, so a loss that branches on values, syncs
@@ -16,17 +17,14 @@ would be replayed wrongly, not rejected.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
 
+from optkit.cuda_graphs import KeyedGraphs
 from optkit.interfaces import Batch, Evaluation, Objective, Params
-
-log = logging.getLogger(__name__)
 
 RoundBody = Callable[[Params, Batch], tuple[torch.Tensor, Params]]
 """``(static params, static batch) -> (losses, grads)`` for one round shape: for one point the
@@ -50,27 +48,27 @@ def round_key(objective: Objective, points: Sequence[Params], batches: Sequence[
     )
 
 
-@dataclass
-class _Captured:
-    """One round shape's graph, its static inputs, and where each call's tensors go."""
+class _Round:
+    """One round shape's static inputs, where each call's tensors go, and the outputs of its
+    last body (eager, or the graph's own once captured: a replay refills those)."""
 
-    graph: Any  # torch.cuda.CUDAGraph
-    objective: Objective
-    """Kept alive with its graph: the graph reads the objective's tensors (its data), and the
-    key names the objective by ``id``, which must not be reused while the graph lives."""
-    params: Params
-    batch: Batch
-    inputs: list[torch.Tensor]
-    """Destinations, in the order :func:`_sources` lists a call's tensors (slices of the
-    stacked inputs for N > 1)."""
-    losses: torch.Tensor
-    grads: Params
+    def __init__(self, objective: Objective, points: Sequence[Params], batches: Sequence[Batch]):
+        self.objective = objective
+        """Kept alive with the graph: it reads the objective's tensors (its data), and the key
+        names the objective by ``id``, which must not be reused while the graph lives."""
+        self.params, self.batch, self.inputs = _static_inputs(points, batches)
+        self.losses = torch.empty(0)
+        self.grads: Params = {}
 
     def load(self, points: Sequence[Params], batches: Sequence[Batch]) -> None:
+        """One multi-tensor copy of the round's points and batches into the static inputs."""
         torch._foreach_copy_(self.inputs, _sources(points, batches))
 
-    def replay(self, n: int) -> Evaluation:
-        self.graph.replay()
+    def compute(self, body: RoundBody) -> None:
+        self.losses, self.grads = body(self.params, self.batch)
+
+    def copy_out(self, n: int) -> Evaluation:
+        """Fresh copies of the outputs (one multi-tensor copy), as the eager path returns."""
         outputs = [self.losses, *self.grads.values()]
         copies = [torch.empty_like(t) for t in outputs]
         torch._foreach_copy_(copies, outputs)
@@ -115,19 +113,20 @@ def _static_inputs(
 
 
 class GraphedRounds:
-    """Rounds replayed from CUDA graphs, one per :func:`round_key`, at most ``max_shapes``
-    (a further shape runs eagerly). A failed capture logs a warning once and turns every
-    later round eager: the results are the same, only slower.
+    """Rounds replayed from CUDA graphs by :class:`~optkit.cuda_graphs.KeyedGraphs`, one per
+    :func:`round_key`, at most ``max_shapes`` (a further shape runs ``eager``). A shape's
+    first round runs its body eagerly on the static inputs (the warm-up), the second captures
+    and replays it. A failed capture logs a warning once and turns every later round eager:
+    the results are the same, only slower.
 
     Counters (reported by the executor's ``diagnostics``): ``replays``, ``eager`` rounds,
     ``captured`` shapes, and the capture ``failure`` if any.
     """
 
     def __init__(self, what: str, max_shapes: int = 4) -> None:
-        self.what, self.max_shapes = what, max_shapes
-        self.captured: dict[Hashable, _Captured] = {}
-        self._warm: set[Hashable] = set()
-        self.failure: str | None = None
+        self.graphs = KeyedGraphs(what)
+        self.max_shapes = max_shapes
+        self.rounds: dict[Hashable, _Round] = {}
         self.replays = 0
         self.eager = 0
 
@@ -139,61 +138,29 @@ class GraphedRounds:
         body: RoundBody,
         eager: EagerRound,
     ) -> Evaluation:
-        """The round from its graph (capturing it on the shape's second round), or
-        ``eager(objective, points, batches)`` while warming up or when capture is off."""
+        """The round through its shape's graph, or ``eager(objective, points, batches)`` for
+        a shape beyond ``max_shapes``."""
         key = round_key(objective, points, batches)
-        entry = self.captured.get(key)
+        entry = self.rounds.get(key)
         if entry is None:
-            room = len(self.captured) < self.max_shapes
-            if self.failure is not None or not room or key not in self._warm:
-                if room:
-                    self._warm.add(key)
+            if len(self.rounds) >= self.max_shapes:
                 self.eager += 1
                 return eager(objective, points, batches)
-            entry = self._capture(objective, points, batches, body)
-            if entry is None:
-                self.eager += 1
-                return eager(objective, points, batches)
-            self.captured[key] = entry
+            entry = self.rounds[key] = _Round(objective, points, batches)
         entry.load(points, batches)
-        self.replays += 1
-        return entry.replay(len(points))
-
-    def _capture(
-        self,
-        objective: Objective,
-        points: Sequence[Params],
-        batches: Sequence[Batch],
-        body: RoundBody,
-    ) -> _Captured | None:
-        params, batch, inputs = _static_inputs(points, batches)
-        torch._foreach_copy_(inputs, _sources(points, batches))
-        try:
-            # warm up on a side stream (lazy autograd and library state), then capture
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                body(params, batch)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                losses, grads = body(params, batch)
-        except Exception as err:  # any capture failure: eager from now on, same results
-            self.failure = f"{type(err).__name__}: {err}"
-            log.warning(
-                "CUDA graph capture of %s failed (%s); its rounds run eagerly",
-                self.what,
-                self.failure,
-            )
-            return None
-        return _Captured(graph, objective, params, batch, inputs, losses, grads)
+        self.graphs.run(key, lambda: entry.compute(body))
+        if key in self.graphs.graphs:
+            self.replays += 1
+        else:
+            self.eager += 1
+        return entry.copy_out(len(points))
 
     def diagnostics(self) -> dict[str, Any]:
         """JSON-plain counters (see the class docstring)."""
         return {
             "event": "cuda_graph",
-            "captured": len(self.captured),
+            "captured": len(self.graphs),
             "replays": self.replays,
             "eager": self.eager,
-            "failure": self.failure,
+            "failure": self.graphs.failure,
         }

@@ -48,11 +48,11 @@ from typing import Literal
 
 import torch
 
+from optkit.cuda_graphs import KeyedGraphs
 from optkit.errors import DivergenceError
 from optkit_optex.config import EstimatorConfig
 from optkit_optex.fit_schedule import FitContext, HyperFitter
 from optkit_optex.gram import row_gram
-from optkit_optex.graphs import KeyedGraphs
 from optkit_optex.hyper import Hyper
 from optkit_optex.kernels import evaluate_sq, kernel_spec
 from optkit_optex.solve import JITTERS, device_inverse, host_inverse

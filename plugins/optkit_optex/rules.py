@@ -33,10 +33,10 @@ from typing import Any, Protocol
 import torch
 from optkit_baselines.torch_optim import TorchOptimizer
 
+from optkit.cuda_graphs import KeyedGraphs
 from optkit.interfaces import FirstOrderOptimizer, Params
 from optkit_optex.config import OptExConfig
 from optkit_optex.flat import Flattener
-from optkit_optex.graphs import KeyedGraphs
 
 ELEMENTWISE: tuple[type[torch.optim.Optimizer], ...] = (
     torch.optim.SGD,
@@ -225,7 +225,7 @@ class TorchFlatRule:
         self, j: int, x_j: torch.Tensor, grad: torch.Tensor, *, from_proxy: bool, graphed: bool
     ) -> torch.Tensor:
         """With ``graphed``, replayed from a CUDA graph per ``(j, from_proxy)``
-        (:class:`~optkit_optex.graphs.KeyedGraphs`; ``x_j`` must then be the same static
+        (:class:`~optkit.cuda_graphs.KeyedGraphs`; ``x_j`` must then be the same static
         row for the same ``j``). The gradient enters through the static ``tgrad``."""
         self.tgrad.copy_(grad)
         if graphed and self.graphable:

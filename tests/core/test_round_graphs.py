@@ -211,14 +211,14 @@ def test_a_failed_capture_warns_once_and_runs_eagerly(caplog: pytest.LogCaptureF
     objective = SyncingRosenbrock()
     objective.prepare(CUDA, torch.float32)
     graphed, eager = VmapExecutor(cuda_graph=True), VmapExecutor()
-    with caplog.at_level(logging.WARNING, logger="optkit.round_graphs"):
+    with caplog.at_level(logging.WARNING, logger="optkit.cuda_graphs"):
         for points, batches in rounds(objective, 1, 4):
             assert_same(
                 graphed.evaluate(objective, points, batches),
                 eager.evaluate(objective, points, batches),
             )
     warnings = [r for r in caplog.records if "capture" in r.getMessage()]
-    assert len(warnings) == 1 and "run eagerly" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "runs eagerly from now on" in warnings[0].getMessage()
     (events,) = graphed.diagnostics()
     assert events["replays"] == 0 and events["eager"] == 4 and events["failure"]
 

@@ -1,4 +1,6 @@
-"""CUDA graphs of one body per key, captured on the second call."""
+"""CUDA graphs of one body per key, captured on the second call: OptEx's proxy loop and
+estimator append (``optkit_optex``) and the ``vmap`` executor's rounds
+(:mod:`optkit.round_graphs`) all replay through :class:`KeyedGraphs`."""
 
 from __future__ import annotations
 
@@ -25,7 +27,13 @@ class KeyedGraphs:
         self.what = what
         self.graphs: dict[Hashable, Any] = {}  # key -> torch.cuda.CUDAGraph
         self._warm: set[Hashable] = set()
-        self.failed = False
+        self.failure: str | None = None
+        """The capture's error (``"Type: message"``) once one failed; ``None`` until then."""
+
+    @property
+    def failed(self) -> bool:
+        """Whether a capture failed (every body runs eagerly since)."""
+        return self.failure is not None
 
     def __len__(self) -> int:
         """Captured graphs."""
@@ -44,8 +52,12 @@ class KeyedGraphs:
                 with torch.cuda.graph(graph):
                     body()
             except Exception as err:  # any capture failure: eager from now on
-                self.failed = True
-                log.warning("optex: CUDA graph capture of %s failed (%r); eager", self.what, err)
+                self.failure = f"{type(err).__name__}: {err}"
+                log.warning(
+                    "CUDA graph capture of %s failed (%s); it runs eagerly from now on",
+                    self.what,
+                    self.failure,
+                )
                 body()
                 return
             self.graphs[key] = graph
